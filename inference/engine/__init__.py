@@ -1,0 +1,1 @@
+"""Djinn's LLM engine: plain PyTorch (+ Triton on CUDA). Imports nothing from Django."""

