@@ -9,3 +9,16 @@ import torch
 if not torch.cuda.is_available():
     # No GPU: every Triton kernel runs under the interpreter on CPU tensors (see shared notes).
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache(request: pytest.FixtureRequest):
+    """Each test starts with an empty Django cache (rate-limit counters live there)."""
+    yield
+    if "django_settings" in request.fixturenames or request.node.get_closest_marker("django_db"):
+        from django.core.cache import cache
+
+        cache.delete_pattern("*")

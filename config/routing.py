@@ -1,0 +1,5 @@
+"""WebSocket routes. The chat consumer arrives with the conversations app."""
+
+from __future__ import annotations
+
+websocket_urlpatterns: list = []
