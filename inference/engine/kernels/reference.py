@@ -144,7 +144,7 @@ def paged_prefill_attention_ref(
     One attention call per sequence; the G query heads of a kv head are folded into the query rows so K/V
     are never repeated.
     """
-    T, H, hd = q.shape
+    _, H, hd = q.shape
     _, BS, KVH, _ = k_cache.shape
     G = H // KVH
     out = torch.empty_like(q)
