@@ -141,21 +141,20 @@ def tokenizer_from_gguf(reader: GGUFReader, *, origin: str = "GGUF file") -> Tok
             if token_type in (_CONTROL, _USER_DEFINED)
         ]
     )
-    bos = get("bos_token_id")
-    eos = get("eos_token_id")
-    _add_bos_eos(
-        backend, tokens, bos if get("add_bos_token", kind == "llama") else None, eos if get("add_eos_token") else None
+    bos, eos, eot, eom = (
+        _token_id(get(f"{name}_token_id"), tokens, name, origin) for name in ("bos", "eos", "eot", "eom")
     )
-    eog = [eos, get("eot_token_id"), get("eom_token_id")]
-    eog += [
-        i
-        for i, (t, tt) in enumerate(zip(tokens, token_types, strict=True))
-        if tt == _CONTROL and t in _END_OF_GENERATION
+    add_bos = get("add_bos_token", kind == "llama")  # llama.cpp's default when the flag is absent
+    _add_bos_eos(backend, tokens, bos=bos if add_bos else None, eos=eos if get("add_eos_token") else None)
+    turn_ends = [
+        index
+        for index, (token, token_type) in enumerate(zip(tokens, token_types, strict=True))
+        if token_type == _CONTROL and token in _END_OF_GENERATION
     ]
     return Tokenizer(
         backend,
         bos_token_id=bos,
-        eos_token_ids=[int(i) for i in eog if i is not None],
+        eos_token_ids=[i for i in (eos, eot, eom, *turn_ends) if i is not None],
         chat_template=get("chat_template"),
         origin=origin,
     )
@@ -232,7 +231,15 @@ def _sentencepiece_bpe(
     return backend
 
 
-def _add_bos_eos(backend: tokenizers.Tokenizer, tokens: list[str], bos: int | None, eos: int | None) -> None:
+def _token_id(value: Any, tokens: list[str], name: str, origin: str) -> int | None:
+    if value is None:
+        return None
+    if not 0 <= int(value) < len(tokens):
+        raise ModelLoadError(f"{origin}: tokenizer.ggml.{name}_token_id = {value} is outside the vocabulary.")
+    return int(value)
+
+
+def _add_bos_eos(backend: tokenizers.Tokenizer, tokens: list[str], *, bos: int | None, eos: int | None) -> None:
     """What ``encode(..., add_special_tokens=True)`` wraps around a text."""
     if bos is None and eos is None:
         return
