@@ -243,6 +243,15 @@ def test_gguf_with_unknown_pre_tokenizer_raises_model_load_error(tmp_path):
         load_tokenizer(byte_level_gguf(tmp_path / "bpe.gguf", "mystery"))
 
 
+def test_file_that_is_not_gguf_raises_model_load_error(tmp_path):
+    path = tmp_path / "model.gguf"
+    with default_model_path().open("rb") as model:
+        path.write_bytes(model.read(4096))  # cut off inside the tokenizer metadata
+
+    with pytest.raises(ModelLoadError, match="not a readable GGUF file"):
+        load_tokenizer(path)
+
+
 def test_missing_model_raises_model_load_error(tmp_path):
     with pytest.raises(ModelLoadError, match="Model not found"):
         load_tokenizer(tmp_path / "nowhere.gguf")
