@@ -27,6 +27,10 @@ def rms_norm(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x (T, D), weight (D,). With residual (T, D): r = x + residual, returns (rmsnorm(r) * weight, r).
     Without: returns (rmsnorm(x) * weight, x)."""
+    if x.is_cuda:
+        from .kernels import rmsnorm
+
+        return rmsnorm.rms_norm(x, weight, eps, residual)
     return rms_norm_ref(x, weight, eps, residual)
 
 
@@ -48,11 +52,19 @@ def apply_rope(
 
     Returns new (q, k) of the same shapes; they may be non-contiguous views (use reshape, not view).
     """
+    if q.is_cuda:
+        from .kernels import rope
+
+        return rope.apply_rope(q, k, positions, cos_sin)
     return apply_rope_ref(q, k, positions, cos_sin)
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     """x (T, 2F) -> silu(x[:, :F]) * x[:, F:] (T, F)."""
+    if x.is_cuda:
+        from .kernels import silu_mul
+
+        return silu_mul.silu_and_mul(x)
     return silu_and_mul_ref(x)
 
 
@@ -61,6 +73,11 @@ def store_kv(
 ) -> None:
     """Write k, v (T, KVH, hd) into k_cache, v_cache (NB, BS, KVH, hd) at slot_mapping (T,) int64
     (slot = block_id * BS + offset). The caches must be contiguous."""
+    if k.is_cuda:
+        from .kernels import kv_store
+
+        kv_store.store_kv(k, v, k_cache, v_cache, slot_mapping)
+        return
     store_kv_ref(k, v, k_cache, v_cache, slot_mapping)
 
 
@@ -75,6 +92,10 @@ def paged_decode_attention(
     """One new token per sequence: q (B, H, hd) against each sequence's first context_lens[b] cached
     tokens, found through block_tables (B, maxb) int32 padded with -1. Query head h reads kv head
     h // (H // KVH). Returns (B, H, hd)."""
+    if q.is_cuda:
+        from .kernels import paged_attention
+
+        return paged_attention.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
     return paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale)
 
 
@@ -90,4 +111,10 @@ def paged_prefill_attention(
     """New tokens of B sequences laid end to end in q (T, H, hd), T = sum(query_lens). Sequence i's tokens
     attend to all its cached tokens and causally to each other; their K/V must already be stored with
     store_kv. query_lens, context_lens (B,) int. Returns (T, H, hd)."""
+    if q.is_cuda:
+        from .kernels import paged_attention
+
+        return paged_attention.paged_prefill_attention(
+            q, k_cache, v_cache, block_tables, query_lens, context_lens, scale
+        )
     return paged_prefill_attention_ref(q, k_cache, v_cache, block_tables, query_lens, context_lens, scale)

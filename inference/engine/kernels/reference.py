@@ -113,15 +113,16 @@ def paged_decode_attention_ref(
 
     block_tables (B, maxb) int32 padded with -1; context_lens (B,) int32. All sequences go through one
     gather and one attention call: K/V blocks are gathered into a padded (B, maxb·BS, KVH, hd) tensor and
-    positions at or past each context length are masked. A -1 pad indexes the last block (Python
-    negative indexing), whose rows are always masked, so the table needs no clamping.
+    positions at or past each context length are masked. A -1 pad is clamped to block 0, whose rows are
+    masked. index_select on a flat (NB, BS·KVH·hd) view is several times faster than advanced indexing.
     """
     B, H, hd = q.shape
-    _, BS, KVH, _ = k_cache.shape
+    NB, BS, KVH, _ = k_cache.shape
     G = H // KVH
     L = block_tables.shape[1] * BS
-    k = k_cache[block_tables].view(B, L, KVH, hd).transpose(1, 2)  # (B, KVH, L, hd)
-    v = v_cache[block_tables].view(B, L, KVH, hd).transpose(1, 2)  # (B, KVH, L, hd)
+    blocks = block_tables.view(-1).clamp(min=0)  # (B·maxb,)
+    k = k_cache.view(NB, -1).index_select(0, blocks).view(B, L, KVH, hd).transpose(1, 2)  # (B, KVH, L, hd)
+    v = v_cache.view(NB, -1).index_select(0, blocks).view(B, L, KVH, hd).transpose(1, 2)  # (B, KVH, L, hd)
     valid = torch.arange(L, device=q.device) < context_lens.unsqueeze(1)  # (B, L)
     # Query head h reads kv head h // G, so the G heads sharing a kv head are consecutive: (B, KVH, G, hd).
     out = F.scaled_dot_product_attention(q.view(B, KVH, G, hd), k, v, attn_mask=valid.view(B, 1, 1, L), scale=scale)
@@ -145,14 +146,14 @@ def paged_prefill_attention_ref(
     are never repeated.
     """
     _, H, hd = q.shape
-    _, BS, KVH, _ = k_cache.shape
+    NB, BS, KVH, _ = k_cache.shape
     G = H // KVH
     out = torch.empty_like(q)
     start = 0
     for i, (q_len, ctx_len) in enumerate(zip(query_lens.tolist(), context_lens.tolist(), strict=True)):
         blocks = block_tables[i, : (ctx_len + BS - 1) // BS]
-        k = k_cache[blocks].view(-1, KVH, hd)[:ctx_len].transpose(0, 1)  # (KVH, ctx, hd)
-        v = v_cache[blocks].view(-1, KVH, hd)[:ctx_len].transpose(0, 1)  # (KVH, ctx, hd)
+        k = k_cache.view(NB, -1).index_select(0, blocks).view(-1, KVH, hd)[:ctx_len].transpose(0, 1)  # (KVH, ctx, hd)
+        v = v_cache.view(NB, -1).index_select(0, blocks).view(-1, KVH, hd)[:ctx_len].transpose(0, 1)  # (KVH, ctx, hd)
         # (q_len, H, hd) -> (KVH, G * q_len, hd): rows ordered (g, t).
         qi = q[start : start + q_len].view(q_len, KVH, G, hd).permute(1, 2, 0, 3).reshape(KVH, G * q_len, hd)
         # Query t sits at absolute position ctx_len - q_len + t and sees keys 0 ... that position.
