@@ -1,0 +1,34 @@
+"""Errors the conversation services raise. Front doors (WebSocket, REST, pages) turn them into a clear
+message for the user, keyed by ``code``."""
+
+from __future__ import annotations
+
+
+class ConversationError(Exception):
+    code = "conversation_error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class NotFound(ConversationError):
+    """Unknown, or someone else's: the two are indistinguishable on purpose."""
+
+    code = "not_found"
+
+
+class InvalidInput(ConversationError):
+    code = "invalid_input"
+
+
+class ContextTooLong(ConversationError):
+    code = "context_length_exceeded"
+
+
+class NotAllowed(ConversationError):
+    """The user may not do this (for example chat before verifying their e-mail address when required)."""
+
+    code = "not_allowed"

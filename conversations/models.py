@@ -1,0 +1,102 @@
+"""Conversations and their message trees.
+
+A conversation's messages form a tree: editing a user message or regenerating a reply adds a sibling
+under the same parent. The conversation remembers its current leaf, and the page shows the branch from
+the root down to it. An assistant message's id is also its generation id (the Redis stream's name).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector
+from django.db import models
+from django.utils import timezone
+
+# Full-text search uses the "simple" configuration (no stemming, no stop words): conversations come in
+# any language, and prefix matching covers most of what stemming would.
+SEARCH_CONFIG = "simple"
+
+
+class Conversation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200)
+    title_is_provisional = models.BooleanField(
+        default=True, help_text="Cut from the first message; replaced by a generated title after the first reply."
+    )
+    model = models.CharField(max_length=100, help_text="Name of the LLMModel that answers in this conversation.")
+    system_prompt = models.TextField(blank=True)
+    current_leaf = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    pinned = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)  # set by services on every change worth a re-sort
+
+    class Meta:
+        ordering = ["-pinned", "-updated_at"]
+        indexes = [
+            models.Index(fields=["owner", "archived", "-pinned", "-updated_at"], name="conv_owner_list_idx"),
+            GinIndex(SearchVector("title", config=SEARCH_CONFIG), name="conv_title_search_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+        SYSTEM = "system"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    FINISHED = (Status.COMPLETED, Status.CANCELLED, Status.FAILED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
+    finish_reason = models.CharField(max_length=16, blank=True)
+    error = models.TextField(blank=True, help_text="Why the generation failed, as shown to the user.")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0, help_text="Prompt tokens served from the prefix cache.")
+    model = models.CharField(max_length=100, blank=True)
+    params = models.JSONField(default=dict, blank=True, help_text="Sampling parameters the reply was asked with.")
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token, in ms.")
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of its worker.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="msg_conversation_idx"),
+            models.Index(fields=["parent", "created_at"], name="msg_parent_idx"),
+            # The sweeper looks only at unfinished generations.
+            models.Index(
+                fields=["status", "heartbeat_at"],
+                name="msg_unfinished_idx",
+                condition=models.Q(status__in=["queued", "running"]),
+            ),
+            GinIndex(SearchVector("content", config=SEARCH_CONFIG), name="msg_content_search_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED

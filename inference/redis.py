@@ -1,0 +1,40 @@
+"""Redis clients for generation streams and flags, built once on ``settings.REDIS_URL``.
+
+Sync code (Celery threads, SSE views) shares one thread-safe connection pool per process. asyncio code
+(the WebSocket consumer) gets one client per event loop: a redis.asyncio connection belongs to the loop
+that opened it, and each ASGI worker or test may run its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+
+import redis
+import redis.asyncio
+from django.conf import settings
+
+_lock = threading.Lock()
+_sync_client: redis.Redis | None = None
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
+
+
+def get_redis() -> redis.Redis:
+    """The process's client. Responses are decoded to ``str``."""
+    global _sync_client
+    if _sync_client is None:
+        with _lock:
+            if _sync_client is None:
+                _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    return _sync_client
+
+
+def get_async_redis() -> redis.asyncio.Redis:
+    """The running event loop's client. Must be called from a coroutine."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        _async_clients[loop] = client
+    return client

@@ -1,0 +1,144 @@
+"""The generation stream contract: one Redis stream per generation, read by the WebSocket consumer and
+the SSE views, written by the reply task.
+
+Key ``djinn:gen:<id>``. Entries carry explicit ids ``0-<seq>`` with seq = 1, 2, 3..., so "resume after
+seq n" is exactly ``XREAD`` from ``0-<n>``: no gap, no duplicate, whoever reads. Each entry has one
+field, ``event``, holding JSON::
+
+    {"id": generation id, "seq": n, "type": "delta" | "done" | "error", "text": str,
+     "finish_reason": str | None, "usage": {...} | None, "message": str | None, "code": str | None}
+
+``done`` and ``error`` are terminal: a reader stops at the first one. A stream expires an hour after its
+last write. Beside it live two small keys: the cancel flag and the worker's liveness heartbeat.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import redis
+
+from inference.redis import get_async_redis, get_redis
+
+STREAM_TTL_S = 60 * 60
+CANCEL_TTL_S = 60 * 60
+HEARTBEAT_TTL_S = 30
+TERMINAL_TYPES = frozenset({"done", "error"})
+_WRITE_ATTEMPTS = 3
+
+
+def stream_key(generation_id: UUID | str) -> str:
+    return f"djinn:gen:{generation_id}"
+
+
+def _cancel_key(generation_id: UUID | str) -> str:
+    return f"djinn:gen:{generation_id}:cancel"
+
+
+def _heartbeat_key(generation_id: UUID | str) -> str:
+    return f"djinn:gen:{generation_id}:alive"
+
+
+class StreamWriter:
+    """Appends events to one generation's stream, continuing after whatever it already holds.
+
+    Not shared between threads: one writer per generation per task.
+    """
+
+    def __init__(self, generation_id: UUID | str, *, client: redis.Redis | None = None) -> None:
+        self.generation_id = str(generation_id)
+        self.key = stream_key(generation_id)
+        self._redis = client or get_redis()
+        self.seq = self._last_seq()
+
+    def delta(self, text: str) -> int:
+        """Append a piece of the reply; returns its seq."""
+        return self._append("delta", text=text)
+
+    def done(self, *, finish_reason: str, usage: dict[str, int] | None) -> int:
+        return self._append("done", finish_reason=finish_reason, usage=usage)
+
+    def error(self, *, message: str, code: str = "generation_failed") -> int:
+        """``message`` is shown to the user: say what happened, not how (details go to the log)."""
+        return self._append("error", message=message, code=code)
+
+    def _last_seq(self) -> int:
+        last = self._redis.xrevrange(self.key, count=1)
+        return int(last[0][0].split("-")[1]) if last else 0
+
+    def _append(self, type_: str, **fields: Any) -> int:
+        for _ in range(_WRITE_ATTEMPTS):
+            seq = self.seq + 1
+            event = {
+                "id": self.generation_id,
+                "seq": seq,
+                "type": type_,
+                "text": fields.get("text", ""),
+                "finish_reason": fields.get("finish_reason"),
+                "usage": fields.get("usage"),
+                "message": fields.get("message"),
+                "code": fields.get("code"),
+            }
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.xadd(self.key, {"event": json.dumps(event)}, id=f"0-{seq}")
+            pipe.expire(self.key, STREAM_TTL_S)
+            try:
+                pipe.execute()
+            except redis.ResponseError as exc:
+                # Another writer (the stale-generation sweeper) appended meanwhile: go on after it, so
+                # ids stay dense and no event is overwritten.
+                if "equal or smaller" not in str(exc):
+                    raise
+                self.seq = self._last_seq()
+                continue
+            self.seq = seq
+            return seq
+        raise RuntimeError(f"Could not append to {self.key}: other writers keep appending.")
+
+
+def read_events(generation_id: UUID | str, *, after: int, block_ms: int | None = None) -> list[dict[str, Any]]:
+    """The events with seq > ``after``, in order. With ``block_ms``, wait up to that long (ms, > 0) for the
+    first one; an empty list means nothing came (or the stream does not exist, or has expired)."""
+    response = get_redis().xread({stream_key(generation_id): _after_id(after)}, block=block_ms)
+    return _parse(response)
+
+
+async def aread_events(generation_id: UUID | str, *, after: int, block_ms: int | None = None) -> list[dict[str, Any]]:
+    """:func:`read_events` for asyncio code: waits on the socket, never on the event loop."""
+    response = await get_async_redis().xread({stream_key(generation_id): _after_id(after)}, block=block_ms)
+    return _parse(response)
+
+
+def _after_id(after: int) -> str:
+    if after < 0:
+        raise ValueError(f"after must be a seq number (0 or more), got {after}.")
+    return f"0-{after}"
+
+
+def _parse(response: Any) -> list[dict[str, Any]]:
+    # RESP2 gives [[key, entries]], RESP3 {key: [entries]}; each entry is (id, {"event": json}).
+    if not response:
+        return []
+    streams = response.values() if isinstance(response, dict) else (entries for _key, entries in response)
+    return [json.loads(fields["event"]) for entries in streams for _id, fields in entries]
+
+
+def request_cancel(generation_id: UUID | str) -> None:
+    """Ask the worker to stop this generation; it notices within one engine step."""
+    get_redis().set(_cancel_key(generation_id), "1", ex=CANCEL_TTL_S)
+
+
+def cancel_requested(generation_id: UUID | str) -> bool:
+    return bool(get_redis().exists(_cancel_key(generation_id)))
+
+
+def heartbeat(generation_id: UUID | str, *, ttl_s: int = HEARTBEAT_TTL_S) -> None:
+    """Say that a worker is still producing this generation, for ``ttl_s`` seconds."""
+    get_redis().set(_heartbeat_key(generation_id), "1", ex=ttl_s)
+
+
+def worker_alive(generation_id: UUID | str) -> bool:
+    """Whether a worker has sent a heartbeat for this generation within its TTL."""
+    return bool(get_redis().exists(_heartbeat_key(generation_id)))
