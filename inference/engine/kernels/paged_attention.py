@@ -1,7 +1,8 @@
 """Attention over the paged KV cache: split-K decode (with a reduction kernel) and varlen causal prefill.
 
 Both gather K/V through the block table token by token, so the cache block size and the kernels' tile sizes
-are independent. Softmax runs in float32 with exp2 (scores are pre-multiplied by log2(e)).
+are independent. Softmax runs in float32 with exp2 (scores are pre-multiplied by log2(e)). tl.dot asks for
+"ieee" precision so float32 inputs are not rounded to tf32; bf16/fp16 inputs use tensor cores either way.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def _decode_partition_kernel(
             k = _load_kv_tile(
                 k_cache_ptr, block_table_row, n, n_valid, BS, stride_block, stride_slot, kv_head_offset, d, DOT_FP32
             )
-            s = tl.dot(q, tl.trans(k)) * scale_log2  # (BLOCK_G, BLOCK)
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2  # (BLOCK_G, BLOCK)
             s = tl.where(n_valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, axis=1))
             alpha = tl.exp2(m - m_new)
@@ -101,7 +102,7 @@ def _decode_partition_kernel(
             v = _load_kv_tile(
                 v_cache_ptr, block_table_row, n, n_valid, BS, stride_block, stride_slot, kv_head_offset, d, DOT_FP32
             )
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
             m = m_new
         if SINGLE_PARTITION:
             out = acc / denom[:, None]
@@ -198,7 +199,7 @@ def _prefill_kernel(
             k = _load_kv_tile(
                 k_cache_ptr, block_table_row, n, n_valid, BS, stride_block, stride_slot, kv_head_offset, d, DOT_FP32
             )
-            s = tl.dot(q, tl.trans(k)) * scale_log2  # (BLOCK_Q, BLOCK)
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale_log2  # (BLOCK_Q, BLOCK)
             s = tl.where(n_valid[None, :] & (n[None, :] <= query_pos[:, None]), s, float("-inf"))
             # Every row (padded ones included) sees key 0, in the first tile, so m is finite from then on.
             m_new = tl.maximum(m, tl.max(s, axis=1))
@@ -208,7 +209,7 @@ def _prefill_kernel(
             v = _load_kv_tile(
                 v_cache_ptr, block_table_row, n, n_valid, BS, stride_block, stride_slot, kv_head_offset, d, DOT_FP32
             )
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
             m = m_new
         out = acc / denom[:, None]
         out_rows = out_ptr + (q_start + rows)[:, None] * stride_qt + h * stride_qh + d[None, :]
