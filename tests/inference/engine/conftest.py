@@ -8,6 +8,7 @@ builds variants (rope scaling, untied Llama, ...).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -70,7 +71,8 @@ def write_tiny_checkpoint(folder: Path, arch: str = "llama", seed: int = 0, **ov
 
     config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
     torch.manual_seed(seed)
-    model = model_cls(config_cls(**{**BASE_CONFIG, **overrides}))
+    # transformers edits the dicts it is given (rope_scaling): hand it a copy.
+    model = model_cls(config_cls(**copy.deepcopy({**BASE_CONFIG, **overrides})))
     with torch.no_grad():
         # Random init leaves biases and norms at 0/1; perturb them so a loader that drops them fails tests.
         for name, param in model.named_parameters():
