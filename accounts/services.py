@@ -1,0 +1,151 @@
+"""Account writes: sign-up, e-mail verification and change, profile, password, deletion.
+
+E-mails go out after the transaction commits, so a rolled-back write never mails a link to an
+account that does not exist. A failed send is logged and does not undo the write: the banner and the
+settings pages let the user ask for another link.
+
+E-mail change keeps the old address until the new one is confirmed: the link goes to the new
+address, and only clicking it switches the sign-in address (already verified, since the click proves
+the mailbox). The old address is then told about the change.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from functools import partial
+from typing import Any
+from urllib.parse import urljoin
+
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts import tokens
+from accounts.models import User, normalize_email
+
+logger = logging.getLogger(__name__)
+
+
+class EmailTakenError(Exception):
+    """Another account already signs in with this e-mail address."""
+
+
+def user_sign_up(*, email: str, password: str, display_name: str, base_url: str) -> User:
+    """Create an unverified account and mail it a verification link.
+
+    ``password`` must already have passed the password validators. ``base_url`` is the site's
+    absolute root (``https://host/``) that links in the e-mail start with.
+    """
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(email=email, password=password, display_name=display_name.strip())
+    except IntegrityError:  # the e-mail is the only unique column: another sign-up won the race
+        raise EmailTakenError(email) from None
+    logger.info("account created", extra={"user_id": user.pk})
+    user_verification_send(user=user, base_url=base_url)
+    return user
+
+
+def user_verification_send(*, user: User, base_url: str) -> None:
+    token = tokens.verification_token_make(user=user)
+    link = urljoin(base_url, reverse("accounts:verify_email", kwargs={"token": token}))
+    _mail_after_commit(to=user.email, template="accounts/email/verify", context={"user": user, "link": link})
+
+
+def user_email_verify(*, token: str) -> User:
+    """Mark the account in the link verified; clicking twice is harmless.
+
+    Raises ``tokens.LinkExpired`` or ``tokens.LinkInvalid`` (also when the account's address has
+    changed since the link was sent, or the account is gone).
+    """
+    claim = tokens.verification_token_read(token=token)
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=claim.user_id, is_active=True).first()
+        if user is None or user.email != claim.email:
+            raise tokens.LinkInvalid
+        if user.email_verified_at is None:
+            user.email_verified_at = timezone.now()
+            user.save(update_fields=["email_verified_at"])
+            logger.info("e-mail verified", extra={"user_id": user.pk})
+    return user
+
+
+def user_email_change_request(*, user: User, new_email: str, base_url: str) -> None:
+    """Mail a confirmation link to ``new_email``; the account keeps its current address until it is clicked.
+
+    The caller has checked the user's password and that ``new_email`` is free.
+    """
+    new_email = normalize_email(new_email)
+    token = tokens.email_change_token_make(user=user, new_email=new_email)
+    link = urljoin(base_url, reverse("accounts:email_change_confirm", kwargs={"token": token}))
+    context = {"user": user, "link": link, "new_email": new_email}
+    _mail_after_commit(to=new_email, template="accounts/email/email_change", context=context)
+    logger.info("e-mail change requested", extra={"user_id": user.pk})
+
+
+def user_email_change_confirm(*, token: str) -> User:
+    """Switch the account to the address in the link, verified, and tell the old address.
+
+    Raises ``tokens.LinkExpired`` / ``tokens.LinkInvalid`` (also when the account's address changed
+    after the link was sent, so every link works once), or ``EmailTakenError`` when another account
+    took the new address in the meantime.
+    """
+    claim = tokens.email_change_token_read(token=token)
+    try:
+        with transaction.atomic():
+            user = User.objects.select_for_update().filter(pk=claim.user_id, is_active=True).first()
+            if user is None or user.email != claim.old_email:
+                raise tokens.LinkInvalid
+            if User.objects.filter(email=claim.new_email).exclude(pk=user.pk).exists():
+                raise EmailTakenError(claim.new_email)
+            user.email = claim.new_email
+            user.email_verified_at = timezone.now()
+            user.save(update_fields=["email", "email_verified_at"])
+    except IntegrityError:  # taken between the check and the write
+        raise EmailTakenError(claim.new_email) from None
+    logger.info("e-mail changed", extra={"user_id": user.pk})
+    _mail_after_commit(
+        to=claim.old_email,
+        template="accounts/email/email_changed",
+        context={"user": user, "old_email": claim.old_email, "new_email": claim.new_email},
+    )
+    return user
+
+
+def user_profile_update(*, user: User, display_name: str, custom_instructions: str) -> User:
+    user.display_name = display_name.strip()
+    user.custom_instructions = custom_instructions.strip()
+    user.save(update_fields=["display_name", "custom_instructions"])
+    return user
+
+
+def user_password_change(*, user: User, password: str) -> None:
+    """``password`` must already have passed the validators. Other sessions of the user end, since
+    their session hash no longer matches; the caller keeps the current one with update_session_auth_hash."""
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    logger.info("password changed", extra={"user_id": user.pk})
+
+
+def user_delete(*, user: User) -> None:
+    """Delete the account and everything that belongs to it (foreign keys cascade)."""
+    user_id = user.pk
+    user.delete()
+    logger.info("account deleted", extra={"user_id": user_id})
+
+
+def _mail_after_commit(*, to: str, template: str, context: dict[str, Any]) -> None:
+    transaction.on_commit(partial(_mail, to=to, template=template, context=context))
+
+
+def _mail(*, to: str, template: str, context: dict[str, Any]) -> None:
+    context = {**context, "link_lifetime": tokens.link_lifetime()}
+    subject = " ".join(render_to_string(f"{template}_subject.txt", context).split())
+    body = render_to_string(f"{template}.txt", context)
+    try:
+        send_mail(subject, body, None, [to])
+    except (smtplib.SMTPException, OSError):
+        logger.exception("e-mail not sent", extra={"template": template})
