@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseServerError
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseServerError, QueryDict
 from django.shortcuts import redirect, render, resolve_url
 from django.template import loader
 from django.urls import reverse_lazy
@@ -43,7 +43,7 @@ def log_in(request: HttpRequest) -> HttpResponse:
     next_url = _next_url(request)
     if request.user.is_authenticated:
         return redirect(next_url)
-    form = forms.LogInForm(request.POST or None)
+    form = forms.LogInForm(_posted(request))
     status = 200
     if request.method == "POST" and form.is_valid():
         email, ip = form.cleaned_data["email"], request.META.get("REMOTE_ADDR", "")
@@ -69,7 +69,7 @@ def log_in(request: HttpRequest) -> HttpResponse:
 def sign_up(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("home")
-    form = forms.SignUpForm(request.POST or None)
+    form = forms.SignUpForm(_posted(request))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -143,7 +143,7 @@ def verification_required(request: HttpRequest) -> HttpResponse:
 def settings_profile(request: HttpRequest) -> HttpResponse:
     user = request.user
     initial = {"display_name": user.display_name, "custom_instructions": user.custom_instructions}
-    form = forms.ProfileForm(request.POST or None, initial=initial)
+    form = forms.ProfileForm(_posted(request), initial=initial)
     if request.method == "POST" and form.is_valid():
         services.user_profile_update(user=user, **form.cleaned_data)
         messages.success(request, "Profile saved.")
@@ -155,7 +155,7 @@ def settings_profile(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_email(request: HttpRequest) -> HttpResponse:
-    form = forms.EmailChangeForm(request.user, request.POST or None)
+    form = forms.EmailChangeForm(request.user, _posted(request))
     if request.method == "POST" and form.is_valid():
         new_email = form.cleaned_data["new_email"]
         services.user_email_change_request(user=request.user, new_email=new_email, base_url=_base_url(request))
@@ -186,7 +186,7 @@ def email_change_confirm(request: HttpRequest, token: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_password(request: HttpRequest) -> HttpResponse:
-    form = forms.PasswordChangeForm(request.user, request.POST or None)
+    form = forms.PasswordChangeForm(request.user, _posted(request))
     if request.method == "POST" and form.is_valid():
         services.user_password_change(user=request.user, password=form.cleaned_data["new_password1"])
         update_session_auth_hash(request, request.user)  # stay logged in here; other sessions end
@@ -199,7 +199,7 @@ def settings_password(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_delete(request: HttpRequest) -> HttpResponse:
-    form = forms.DeleteAccountForm(request.user, request.POST or None)
+    form = forms.DeleteAccountForm(request.user, _posted(request))
     if request.method == "POST" and form.is_valid():
         user = request.user
         logout(request)
@@ -263,6 +263,11 @@ def _next_url(request: HttpRequest) -> str:
     if url_has_allowed_host_and_scheme(candidate, allowed_hosts=allowed_hosts, require_https=request.is_secure()):
         return candidate
     return resolve_url(settings.LOGIN_REDIRECT_URL)
+
+
+def _posted(request: HttpRequest) -> QueryDict | None:
+    """Form data for a POST (even an empty one, so it shows its errors), None for a GET."""
+    return request.POST if request.method == "POST" else None
 
 
 def _base_url(request: HttpRequest) -> str:

@@ -146,3 +146,10 @@ def test_staff_see_the_admin_link(client, db):
     response = client.get(reverse("home"))
 
     assert reverse("admin:index").encode() in response.content
+
+
+def test_an_empty_log_in_form_says_what_is_missing(client, db):
+    response = client.post(reverse("accounts:login"), {})
+
+    assert response.status_code == 200
+    assert b"This field is required." in response.content
