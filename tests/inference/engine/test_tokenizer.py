@@ -273,6 +273,23 @@ def test_hf_folder_uses_its_chat_template_special_tokens_and_generation_eos(tmp_
     assert tokenizer.bos_token_id is None
 
 
+def test_hf_folder_matches_transformers_tokenizer(tiny_llama_path):
+    transformers = pytest.importorskip("transformers")
+    reference = transformers.AutoTokenizer.from_pretrained(str(tiny_llama_path))
+    conversation = [{"role": "system", "content": "Be brief."}, *FRANCE]
+    expected_prompt = reference.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    expected_ids = reference.apply_chat_template(conversation, add_generation_prompt=True)["input_ids"]
+
+    tokenizer = load_tokenizer(tiny_llama_path)
+
+    assert [tokenizer.encode(text) for text in CORPUS] == [
+        reference.encode(t, add_special_tokens=False) for t in CORPUS
+    ]
+    assert tokenizer.apply_chat_template(conversation) == expected_prompt
+    assert tokenizer.encode_chat(conversation) == expected_ids
+    assert (tokenizer.bos_token_id, tokenizer.eos_token_id) == (reference.bos_token_id, reference.eos_token_id)
+
+
 def test_hf_folder_without_template_falls_back_to_chatml(tmp_path):
     tokenizer = load_tokenizer(hf_folder(tmp_path / "hf", chat_template=None))
 
