@@ -1,5 +1,11 @@
-"""WebSocket routes. The chat consumer arrives with the conversations app."""
+"""WebSocket routes (config/asgi.py wraps them in the session-auth and origin-check middleware)."""
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from conversations.consumers import ChatConsumer
+
+websocket_urlpatterns = [
+    path("ws/chat/", ChatConsumer.as_asgi()),
+]

@@ -3,8 +3,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from accounts import views as account_views
 from config import health
+from conversations import views as chat_views
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -12,9 +12,11 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
-    path("", account_views.home, name="home"),
+    path("", chat_views.home, name="home"),
     path("", include("conversations.urls")),
 ]
 
+handler400 = "accounts.views.bad_request"
+handler403 = "accounts.views.permission_denied"
 handler404 = "accounts.views.page_not_found"
 handler500 = "accounts.views.server_error"

@@ -1,0 +1,393 @@
+"""The chat WebSocket: one per browser tab at ``/ws/chat/``.
+
+The browser sends small JSON commands; each one calls a service or selector in a worker thread
+(``database_sync_to_async``) and answers with events. Replies stream from the generation's Redis
+stream: every watched generation is its own asyncio task doing a blocking XREAD on redis.asyncio, so
+nothing here blocks the event loop, and a slow client only ever delays its own tasks, never the worker
+that writes the stream nor other clients.
+
+The frames are documented in DESIGN.md ("A chat message, end to end") and in ``HANDLERS`` below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from conversations import presenters, selectors, services
+from conversations.errors import ConversationError, InvalidInput
+from conversations.models import Conversation, Message
+from inference import streams
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+# How long one XREAD waits before the watcher looks at the database (ms): a generation whose stream has
+# expired, or that was finished by someone who wrote no event, still ends on the client.
+WATCH_BLOCK_MS = 10_000
+MAX_WATCHES = 8  # per connection; a tab follows one reply at a time, the rest is headroom for races
+MAX_FRAME_CHARS = 256_000
+SEARCH_LIMIT = 100
+
+EVENT_TYPES = {"delta": "generation.delta", "done": "generation.done", "error": "generation.error"}
+
+
+def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Run ``func`` (ORM work) in the loop's thread pool. Not thread-sensitive: Channels' default would
+    run every connection's queries one at a time on a single shared thread."""
+    return database_sync_to_async(func, thread_sensitive=False)
+
+
+Handler = Callable[["ChatConsumer", dict[str, Any]], Awaitable[None]]
+
+
+def user_group(user_id: int) -> str:
+    """The channel-layer group of one user's open tabs (the title task sends ``conversation.updated`` here)."""
+    return f"user.{user_id}"
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        self.watches: dict[str, asyncio.Task[None]] = {}
+        self.group: str | None = None
+        # Accept before closing so the browser sees the 4401 code (a refused handshake only shows 1006).
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.group = user_group(self.user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        for task in self.watches.values():
+            task.cancel()
+        self.watches.clear()
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    # Frames in -----------------------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if text_data is None:
+            await self.send_error("invalid_input", "Frames must be JSON text.")
+            return
+        if len(text_data) > MAX_FRAME_CHARS:
+            await self.send_error("invalid_input", "That frame is too large.")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self.send_error("invalid_input", "That frame is not valid JSON.")
+            return
+        if not isinstance(content, dict):
+            await self.send_error("invalid_input", "A frame must be a JSON object with a type.")
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        if self.group is None:
+            return  # not signed in: the socket is closing
+        client_id = content.get("client_id")
+        client_id = client_id if isinstance(client_id, str) and len(client_id) <= 100 else None
+        handler = HANDLERS.get(content.get("type"))  # type: ignore[arg-type]
+        try:
+            if handler is None:
+                raise InvalidInput(f"Unknown frame type {str(content.get('type'))[:40]!r}.")
+            await handler(self, content)
+        except ConversationError as exc:
+            await self.send_error(exc.code, exc.message, client_id=client_id)
+
+    # Commands --------------------------------------------------------------------------------------
+
+    async def message_send(self, content: dict[str, Any]) -> None:
+        params = content.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise InvalidInput("params must be an object.")
+        turn = await db(services.message_send)(
+            user=self.user,
+            conversation_id=_uuid(content, "conversation", required=False),
+            parent_id=_uuid(content, "parent", required=False),
+            content=_text(content, "content"),
+            model=_text(content, "model", required=False),
+            system_prompt=_text(content, "system_prompt", required=False, allow_empty=True),
+            params=params,
+        )
+        await self.turn_created(turn, content.get("client_id"))
+
+    async def message_regenerate(self, content: dict[str, Any]) -> None:
+        turn = await db(services.message_regenerate)(user=self.user, message_id=_uuid(content, "message"))
+        await self.turn_created(turn, content.get("client_id"))
+
+    async def message_edit(self, content: dict[str, Any]) -> None:
+        turn = await db(services.message_edit)(
+            user=self.user, message_id=_uuid(content, "message"), content=_text(content, "content")
+        )
+        await self.turn_created(turn, content.get("client_id"))
+
+    async def generation_watch(self, content: dict[str, Any]) -> None:
+        generation_id = _uuid(content, "id")
+        after = content.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise InvalidInput("after must be the last seq you have (0 or more).")
+        # The ownership check, before any XREAD.
+        await db(selectors.generation_get)(user=self.user, generation_id=generation_id)
+        self.watch(str(generation_id), after)
+
+    async def generation_cancel(self, content: dict[str, Any]) -> None:
+        await db(services.generation_cancel)(user=self.user, message_id=_uuid(content, "id"))
+
+    async def conversation_rename(self, content: dict[str, Any]) -> None:
+        conversation = await db(services.conversation_rename)(
+            user=self.user, conversation_id=_uuid(content, "conversation"), title=_text(content, "title")
+        )
+        await self.broadcast_updated(conversation)
+
+    async def conversation_pin(self, content: dict[str, Any]) -> None:
+        conversation = await db(services.conversation_set_pinned)(
+            user=self.user, conversation_id=_uuid(content, "conversation"), pinned=_bool(content, "pinned")
+        )
+        await self.broadcast_updated(conversation)
+
+    async def conversation_archive(self, content: dict[str, Any]) -> None:
+        conversation = await db(services.conversation_set_archived)(
+            user=self.user, conversation_id=_uuid(content, "conversation"), archived=_bool(content, "archived")
+        )
+        await self.broadcast_updated(conversation)
+
+    async def conversation_set_system_prompt(self, content: dict[str, Any]) -> None:
+        conversation = await db(services.conversation_set_system_prompt)(
+            user=self.user,
+            conversation_id=_uuid(content, "conversation"),
+            system_prompt=_text(content, "system_prompt", allow_empty=True),
+        )
+        await self.broadcast_updated(conversation)
+
+    async def conversation_delete(self, content: dict[str, Any]) -> None:
+        conversation_id = _uuid(content, "conversation")
+        await db(services.conversation_delete)(user=self.user, conversation_id=conversation_id)
+        await self.channel_layer.group_send(
+            self.group, {"type": "conversation.deleted", "conversation": str(conversation_id)}
+        )
+
+    async def conversation_switch_branch(self, content: dict[str, Any]) -> None:
+        conversation = await db(services.conversation_switch_branch)(
+            user=self.user, message_id=_uuid(content, "message")
+        )
+        await self.send_branch(conversation)
+
+    async def conversation_open(self, content: dict[str, Any]) -> None:
+        conversation = await db(selectors.conversation_get)(
+            user=self.user, conversation_id=_uuid(content, "conversation")
+        )
+        await self.send_branch(conversation)
+
+    async def conversation_search(self, content: dict[str, Any]) -> None:
+        query = _text(content, "query", required=False, allow_empty=True) or None
+        archived = _bool(content, "archived") if "archived" in content else False
+        conversations = await db(_search)(user=self.user, query=query, archived=archived)
+        await self.send_json(
+            {"type": "conversation.list", "query": query or "", "archived": archived, "conversations": conversations}
+        )
+
+    # Events out ------------------------------------------------------------------------------------
+
+    async def send_error(self, code: str, message: str, *, client_id: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if client_id is not None:
+            frame["client_id"] = client_id
+        await self.send_json(frame)
+
+    async def turn_created(self, turn: services.Turn, client_id: Any) -> None:
+        """Answer a new turn: the turn, then the branch it made current, then the reply as it streams."""
+        frame = await db(_turn_frame)(turn)
+        frame["client_id"] = client_id if isinstance(client_id, str) else None
+        await self.send_json(frame)
+        await self.send_branch(turn.conversation)
+        # Other tabs of this user move the conversation to the top of their list.
+        await self.channel_layer.group_send(
+            self.group, {"type": "conversation.updated", "conversation": frame["conversation"]}
+        )
+        self.watch(str(turn.assistant_message.id), 0)
+
+    async def send_branch(self, conversation: Conversation) -> None:
+        frame = await db(_branch_frame)(user=self.user, conversation=conversation)
+        await self.send_json(frame)
+
+    async def broadcast_updated(self, conversation: Conversation) -> None:
+        """Tell all of this user's tabs (this one included) how the conversation looks now."""
+        data = presenters.conversation_to_dict(conversation)  # plain fields: no query
+        await self.channel_layer.group_send(self.group, {"type": "conversation.updated", "conversation": data})
+
+    # Channel-layer events from the group (this user's tabs and the title task).
+
+    async def conversation_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "conversation.updated", "conversation": event["conversation"]})
+
+    async def conversation_deleted(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "conversation.deleted", "conversation": event["conversation"]})
+
+    # Watching a generation -------------------------------------------------------------------------
+
+    def watch(self, generation_id: str, after: int) -> None:
+        """Forward the generation's events after seq ``after`` (a new watch of the same id replaces the old)."""
+        old = self.watches.pop(generation_id, None)
+        if old is not None:
+            old.cancel()
+        if len(self.watches) >= MAX_WATCHES:
+            oldest = next(iter(self.watches))
+            self.watches.pop(oldest).cancel()
+        task = asyncio.create_task(self._forward(generation_id, after), name=f"watch {generation_id}")
+        self.watches[generation_id] = task
+        task.add_done_callback(lambda done: self._watch_done(generation_id, done))
+
+    def _watch_done(self, generation_id: str, task: asyncio.Task[None]) -> None:
+        if self.watches.get(generation_id) is task:
+            del self.watches[generation_id]
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "Watching a generation failed", exc_info=task.exception(), extra={"generation_id": generation_id}
+            )
+
+    async def _forward(self, generation_id: str, after: int) -> None:
+        last = after
+        while True:
+            events = await streams.aread_events(generation_id, after=last, block_ms=WATCH_BLOCK_MS)
+            if not events:
+                if await self._finished_without_events(generation_id, last):
+                    return
+                continue
+            for event in events:
+                last = event["seq"]
+                await self.send_json(await self._event_frame(generation_id, event))
+                if event["type"] in streams.TERMINAL_TYPES:
+                    return
+
+    async def _event_frame(self, generation_id: str, event: dict[str, Any]) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": EVENT_TYPES[event["type"]], "id": generation_id, "seq": event["seq"]}
+        if event["type"] == "delta":
+            frame["text"] = event["text"]
+        elif event["type"] == "done":
+            frame["finish_reason"] = event.get("finish_reason")
+            frame["usage"] = event.get("usage")
+            frame["message"] = await db(_message_dict)(user=self.user, message_id=generation_id)
+        else:
+            frame["message"] = event.get("message") or "The reply could not be generated."
+            frame["code"] = event.get("code") or "generation_failed"
+        return frame
+
+    async def _finished_without_events(self, generation_id: str, last: int) -> bool:
+        """After a quiet wait: if the message is finished and its stream has nothing more (expired, or
+        never written), end the watch with the saved message, as a done or error event."""
+        message = await db(selectors.generation_get)(user=self.user, generation_id=generation_id)
+        if not message.is_finished:
+            return False
+        if await streams.aread_events(generation_id, after=last):
+            return False  # it finished while we looked: the next read delivers the events
+        data = await db(presenters.message_to_dict)(message)
+        if message.status == Message.Status.FAILED:
+            frame = {
+                "type": "generation.error",
+                "id": generation_id,
+                "seq": last,
+                "message": message.error or "The reply could not be generated.",
+                "code": "generation_failed",
+            }
+        else:
+            frame = {
+                "type": "generation.done",
+                "id": generation_id,
+                "seq": last,
+                "finish_reason": message.finish_reason or None,
+                "usage": None,
+                "message": data,
+            }
+        await self.send_json(frame)
+        return True
+
+
+HANDLERS: dict[str, Handler] = {
+    "message.send": ChatConsumer.message_send,
+    "message.regenerate": ChatConsumer.message_regenerate,
+    "message.edit": ChatConsumer.message_edit,
+    "generation.watch": ChatConsumer.generation_watch,
+    "generation.cancel": ChatConsumer.generation_cancel,
+    "conversation.rename": ChatConsumer.conversation_rename,
+    "conversation.pin": ChatConsumer.conversation_pin,
+    "conversation.archive": ChatConsumer.conversation_archive,
+    "conversation.set_system_prompt": ChatConsumer.conversation_set_system_prompt,
+    "conversation.delete": ChatConsumer.conversation_delete,
+    "conversation.switch_branch": ChatConsumer.conversation_switch_branch,
+    "conversation.open": ChatConsumer.conversation_open,
+    "conversation.search": ChatConsumer.conversation_search,
+}
+
+
+# Synchronous helpers, run in a worker thread -----------------------------------------------------
+
+
+def _turn_frame(turn: services.Turn) -> dict[str, Any]:
+    return {
+        "type": "turn.created",
+        "conversation": presenters.conversation_to_dict(turn.conversation),
+        "user_message": presenters.message_to_dict(turn.user_message),
+        "assistant_message": presenters.message_to_dict(turn.assistant_message),
+    }
+
+
+def _branch_frame(*, user: Any, conversation: Conversation) -> dict[str, Any]:
+    branch = selectors.conversation_branch(user=user, conversation=conversation)
+    return {
+        "type": "conversation.branch",
+        "conversation": presenters.conversation_to_dict(conversation),
+        "messages": presenters.branch_to_list(branch),
+    }
+
+
+def _message_dict(*, user: Any, message_id: str) -> dict[str, Any]:
+    return presenters.message_to_dict(selectors.message_get(user=user, message_id=UUID(message_id)))
+
+
+def _search(*, user: Any, query: str | None, archived: bool) -> list[dict[str, Any]]:
+    conversations = selectors.conversation_list(user=user, archived=archived, query=query)[:SEARCH_LIMIT]
+    return [presenters.conversation_to_dict(conversation) for conversation in conversations]
+
+
+# Frame fields ------------------------------------------------------------------------------------
+
+
+def _uuid(content: dict[str, Any], key: str, *, required: bool = True) -> Any:
+    value = content.get(key)
+    if value is None and not required:
+        return None
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    raise InvalidInput(f"{key} must be an id.")
+
+
+def _text(content: dict[str, Any], key: str, *, required: bool = True, allow_empty: bool = False) -> str | None:
+    value = content.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key} must be text.")
+    if not allow_empty and not value.strip():
+        raise InvalidInput("Write a message first." if key == "content" else f"{key} must not be empty.")
+    return value
+
+
+def _bool(content: dict[str, Any], key: str) -> bool:
+    value = content.get(key)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{key} must be true or false.")
+    return value

@@ -1,0 +1,566 @@
+// The chat page: wires the thread, the sidebar and the composer to the WebSocket.
+// Protocol: conversations/consumers.py. Every reply in progress is followed by (id, last seq): after a
+// reconnect or a reload the page asks for the events after that seq, and drops any it already has.
+
+import { ChatSocket } from "./socket.js";
+import { Sidebar, conversationUrl } from "./sidebar.js";
+import { Thread } from "./thread.js";
+
+/** @typedef {import("./types.js").ChatData} ChatData */
+/** @typedef {import("./types.js").Conversation} Conversation */
+/** @typedef {import("./types.js").ChatMessage} ChatMessage */
+/** @typedef {import("./socket.js").ConnectionState} ConnectionState */
+
+/**
+ * @template {Element} T
+ * @param {string} selector
+ * @returns {T}
+ */
+function $(selector) {
+  const element = document.querySelector(selector);
+  if (!element) throw new Error(`The chat page has no ${selector}`);
+  return /** @type {T} */ (element);
+}
+
+/** @type {ChatData} */
+const data = JSON.parse($("#chat-data").textContent ?? "{}");
+
+const app = /** @type {HTMLElement} */ ($("[data-chat-app]"));
+const composer = /** @type {HTMLFormElement} */ ($("[data-composer]"));
+const input = /** @type {HTMLTextAreaElement} */ ($("[data-composer-input]"));
+const sendButton = /** @type {HTMLButtonElement} */ ($("[data-send]"));
+const stopButton = /** @type {HTMLButtonElement} */ ($("[data-stop]"));
+const composerError = /** @type {HTMLElement} */ ($("[data-composer-error]"));
+const modelPicker = /** @type {HTMLSelectElement} */ ($("[data-model-picker]"));
+const titleElement = /** @type {HTMLElement} */ ($("[data-chat-title]"));
+const connection = /** @type {HTMLElement} */ ($("[data-connection]"));
+const announcer = /** @type {HTMLElement} */ ($("[data-announcer]"));
+const toasts = /** @type {HTMLElement} */ ($("[data-chat-toasts]"));
+const settingsButton = /** @type {HTMLButtonElement} */ ($("[data-open-settings]"));
+const settingsDialog = /** @type {HTMLDialogElement} */ ($("[data-settings-dialog]"));
+const systemPromptInput = /** @type {HTMLTextAreaElement} */ ($("[data-system-prompt]"));
+const deleteDialog = /** @type {HTMLDialogElement} */ ($("[data-delete-dialog]"));
+const sidebarToggle = /** @type {HTMLButtonElement} */ ($("[data-sidebar-toggle]"));
+const scroller = /** @type {HTMLElement} */ ($("[data-thread-scroller]"));
+
+const narrowScreen = window.matchMedia("(max-width: 860px)");
+
+const state = {
+  /** @type {Conversation | null} */
+  conversation: data.conversation,
+  /** The reply this tab follows. @type {{id: string, lastSeq: number, stopping: boolean} | null} */
+  generation: null,
+  /** A command sent and not answered yet. @type {{clientId: string, content: string, articles: HTMLElement[]} | null} */
+  pending: null,
+  /** System prompt chosen before the first message of a new chat. */
+  draftSystemPrompt: "",
+  /** @type {Conversation | null} */
+  deleting: null,
+};
+
+const thread = new Thread(scroller, $("[data-thread]"), data.logo_url);
+const socket = new ChatSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/chat/`, {
+  onFrame: handleFrame,
+  onState: showConnection,
+  onOpen: () => {
+    const generation = state.generation;
+    if (generation) socket.send({ type: "generation.watch", id: generation.id, after: generation.lastSeq });
+    sidebar.refresh(); // things may have changed while we were away
+    updateComposer();
+  },
+  onUnauthorized: () => {
+    location.assign(`${data.login_url}?next=${encodeURIComponent(location.pathname)}`);
+  },
+});
+const sidebar = new Sidebar($("[data-sidebar]"), data.conversations, data.conversation?.id ?? null, {
+  send: (frame) => socket.send(frame),
+  askDelete: (conversation) => {
+    state.deleting = conversation;
+    $("[data-delete-title]").textContent = conversation.title || "this chat";
+    deleteDialog.showModal();
+  },
+  notify: (message) => toast(message),
+});
+
+// Server events ------------------------------------------------------------------------------------
+
+/** @param {Record<string, any>} frame */
+function handleFrame(frame) {
+  switch (frame.type) {
+    case "turn.created":
+      return onTurnCreated(frame);
+    case "conversation.branch":
+      return onBranch(frame.conversation, frame.messages);
+    case "generation.delta":
+      return onDelta(frame.id, frame.seq, frame.text);
+    case "generation.done":
+      return onFinished(frame.id, frame.message, null);
+    case "generation.error":
+      return onFinished(frame.id, null, frame.message);
+    case "conversation.updated":
+      return onConversationUpdated(frame.conversation);
+    case "conversation.deleted":
+      return onConversationDeleted(frame.conversation);
+    case "conversation.list":
+      return sidebar.setList(frame.conversations, frame.query, frame.archived);
+    case "error":
+      return onError(frame.code, frame.message, frame.client_id ?? null);
+    default:
+      console.warn("Djinn: unknown event", frame.type);
+  }
+}
+
+/** @param {Record<string, any>} frame */
+function onTurnCreated(frame) {
+  if (state.pending?.clientId === frame.client_id) state.pending = null;
+  /** @type {Conversation} */
+  const conversation = frame.conversation;
+  const isNew = state.conversation?.id !== conversation.id;
+  state.conversation = conversation;
+  if (isNew) history.pushState({ conversation: conversation.id }, "", conversationUrl(conversation.id));
+  showConversation(conversation);
+  sidebar.setActive(conversation.id);
+  sidebar.upsert(conversation);
+  state.generation = { id: frame.assistant_message.id, lastSeq: 0, stopping: false };
+  updateComposer();
+}
+
+/**
+ * @param {Conversation} conversation
+ * @param {import("./types.js").BranchEntry[]} messages
+ */
+function onBranch(conversation, messages) {
+  if (state.conversation?.id !== conversation.id) return;
+  state.conversation = conversation;
+  thread.render(messages);
+  followStreamingReply();
+  updateComposer();
+}
+
+/**
+ * @param {string} id
+ * @param {number} seq
+ * @param {string} text
+ */
+function onDelta(id, seq, text) {
+  const generation = state.generation;
+  if (!generation || generation.id !== id || seq <= generation.lastSeq) return; // not ours, or already shown
+  if (seq !== generation.lastSeq + 1) {
+    // A gap should not happen (the server reads the stream in order); ask again from what we have.
+    socket.send({ type: "generation.watch", id, after: generation.lastSeq });
+    return;
+  }
+  generation.lastSeq = seq;
+  thread.appendText(id, text);
+}
+
+/**
+ * @param {string} id
+ * @param {ChatMessage | null} message
+ * @param {string | null} error
+ */
+function onFinished(id, message, error) {
+  thread.finish(id, message, error);
+  if (state.generation?.id !== id) return;
+  state.generation = null;
+  const status = message?.status;
+  announce(error ? `The reply failed: ${error}` : status === "cancelled" ? "Reply stopped." : "Reply complete.");
+  updateComposer();
+}
+
+/** @param {Conversation} conversation */
+function onConversationUpdated(conversation) {
+  sidebar.upsert(conversation);
+  if (state.conversation?.id === conversation.id) {
+    state.conversation = conversation;
+    showConversation(conversation);
+  }
+}
+
+/** @param {string} id */
+function onConversationDeleted(id) {
+  sidebar.remove(id);
+  if (state.conversation?.id === id) location.assign("/");
+}
+
+/**
+ * @param {string} code
+ * @param {string} message
+ * @param {string | null} clientId
+ */
+function onError(code, message, clientId) {
+  const pending = state.pending;
+  if (pending && clientId === pending.clientId) {
+    state.pending = null;
+    for (const article of pending.articles) article.remove();
+    if (!input.value.trim()) input.value = pending.content;
+    autosize();
+    showComposerError(message);
+    updateComposer();
+    return;
+  }
+  if (code === "not_found" && state.generation) {
+    state.generation = null; // the reply we followed is gone (deleted in another tab)
+    updateComposer();
+  }
+  toast(message);
+}
+
+// Showing state ------------------------------------------------------------------------------------
+
+/** @param {Conversation} conversation */
+function showConversation(conversation) {
+  titleElement.textContent = conversation.title || "New chat";
+  document.title = `${conversation.title || "New chat"} · Djinn`;
+  if (conversation.model && [...modelPicker.options].some((option) => option.value === conversation.model)) {
+    modelPicker.value = conversation.model;
+  }
+  settingsButton.classList.toggle("has-value", Boolean(conversation.system_prompt));
+}
+
+/**
+ * @param {ConnectionState} connectionState
+ * @param {number} retryInMs
+ */
+function showConnection(connectionState, retryInMs) {
+  connection.dataset.state = connectionState;
+  const label = {
+    connecting: "Connecting…",
+    open: "Connected",
+    reconnecting: retryInMs > 0 ? `Reconnecting in ${Math.ceil(retryInMs / 1000)} s…` : "Reconnecting…",
+    offline: "Offline",
+  }[connectionState];
+  /** @type {HTMLElement} */ ($("[data-connection-label]")).textContent = label;
+  connection.title = connectionState === "open" ? "Connected to Djinn" : label;
+  updateComposer();
+}
+
+function updateComposer() {
+  const generating = state.generation !== null;
+  const busy = generating || state.pending !== null;
+  sendButton.hidden = generating;
+  stopButton.hidden = !generating;
+  stopButton.disabled = Boolean(state.generation?.stopping);
+  stopButton.setAttribute("aria-label", state.generation?.stopping ? "Stopping" : "Stop generating");
+  sendButton.disabled = busy || !socket.isOpen;
+  thread.setBusy(busy);
+  app.classList.toggle("is-generating", generating);
+}
+
+/** @param {string} message */
+function announce(message) {
+  announcer.textContent = "";
+  window.setTimeout(() => (announcer.textContent = message), 50);
+}
+
+/** @param {string} message */
+function showComposerError(message) {
+  composerError.textContent = message;
+  composerError.hidden = false;
+}
+
+/** @param {string} message */
+function toast(message) {
+  const element = document.createElement("div");
+  element.className = "toast toast-error";
+  const text = document.createElement("p");
+  text.textContent = message;
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "toast-close";
+  close.setAttribute("aria-label", "Dismiss");
+  close.textContent = "×";
+  close.addEventListener("click", () => element.remove());
+  element.append(text, close);
+  toasts.append(element);
+  window.setTimeout(() => element.remove(), 8000);
+}
+
+/** If the branch ends in a reply still being written (after a reload, or on another branch), follow it. */
+function followStreamingReply() {
+  const last = thread.lastMessage();
+  const streaming = last?.role === "assistant" && (last.status === "queued" || last.status === "running");
+  if (!last || !streaming) {
+    if (state.generation && !thread.has(state.generation.id)) state.generation = null;
+    return;
+  }
+  if (state.generation?.id === last.id) return;
+  // The page shows the text saved up to last.seq; the stream goes on from there.
+  state.generation = { id: last.id, lastSeq: last.seq, stopping: false };
+  socket.send({ type: "generation.watch", id: last.id, after: last.seq });
+}
+
+// Commands -----------------------------------------------------------------------------------------
+
+function newClientId() {
+  return typeof crypto.randomUUID === "function" ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
+}
+
+function send() {
+  const content = input.value.trim();
+  composerError.hidden = true;
+  if (!content) {
+    showComposerError("Write a message first.");
+    return;
+  }
+  if (state.generation || state.pending) return;
+  const clientId = newClientId();
+  const sent = socket.send({
+    type: "message.send",
+    client_id: clientId,
+    conversation: state.conversation?.id ?? null,
+    parent: thread.lastMessage()?.id ?? null,
+    content,
+    model: modelPicker.value || null,
+    system_prompt: state.conversation ? null : state.draftSystemPrompt || null,
+    params: null,
+  });
+  if (!sent) {
+    showComposerError("Not connected. Your message is kept: send it again once the connection is back.");
+    return;
+  }
+  state.pending = { clientId, content, articles: thread.addPending(content) };
+  input.value = "";
+  autosize();
+  updateComposer();
+}
+
+function stop() {
+  const generation = state.generation;
+  if (!generation || generation.stopping) return;
+  if (socket.send({ type: "generation.cancel", id: generation.id })) {
+    generation.stopping = true;
+    updateComposer();
+  }
+}
+
+/**
+ * @param {Record<string, unknown>} frame
+ */
+function sendTurnCommand(frame) {
+  if (state.generation || state.pending) return;
+  const clientId = newClientId();
+  if (!socket.send({ ...frame, client_id: clientId })) {
+    toast("Not connected: try again in a moment.");
+    return;
+  }
+  state.pending = { clientId, content: "", articles: [] };
+  updateComposer();
+}
+
+/**
+ * Replace a user message's text with an editor; sending it makes a new branch from there.
+ * @param {HTMLElement} article
+ */
+function startEdit(article) {
+  const id = article.dataset.messageId ?? "";
+  const view = thread.view(id);
+  if (!view || article.querySelector(".message-editor")) return;
+  const form = document.createElement("form");
+  form.className = "message-editor";
+  const label = document.createElement("label");
+  label.className = "visually-hidden";
+  label.htmlFor = `edit-${id}`;
+  label.textContent = "Edit your message";
+  const area = document.createElement("textarea");
+  area.id = `edit-${id}`;
+  area.value = view.text;
+  area.rows = Math.min(12, Math.max(2, view.text.split("\n").length));
+  const buttons = document.createElement("div");
+  buttons.className = "message-editor-buttons";
+  const cancel = document.createElement("button");
+  cancel.type = "button";
+  cancel.className = "button button-ghost button-small";
+  cancel.textContent = "Cancel";
+  const save = document.createElement("button");
+  save.type = "submit";
+  save.className = "button button-primary button-small";
+  save.textContent = "Send";
+  buttons.append(cancel, save);
+  form.append(label, area, buttons);
+
+  const close = () => {
+    form.remove();
+    view.body.hidden = false;
+    /** @type {HTMLElement | null} */ (article.querySelector("[data-action=edit]"))?.focus();
+  };
+  cancel.addEventListener("click", close);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const content = area.value.trim();
+    if (!content || content === view.text.trim()) return close();
+    sendTurnCommand({ type: "message.edit", message: id, content });
+  });
+  area.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      event.stopPropagation();
+      close();
+    }
+  });
+  view.body.hidden = true;
+  view.body.after(form);
+  area.focus();
+}
+
+/**
+ * @param {HTMLButtonElement} button
+ * @param {string} text
+ */
+async function copyText(button, text) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    toast("Copying is not allowed here: select the text instead.");
+    return;
+  }
+  button.classList.add("is-done");
+  if (button.classList.contains("code-copy")) button.textContent = "Copied";
+  announce("Copied.");
+  window.setTimeout(() => {
+    button.classList.remove("is-done");
+    if (button.classList.contains("code-copy")) button.textContent = "Copy";
+  }, 1500);
+}
+
+/** @param {MouseEvent} event */
+function onThreadClick(event) {
+  const button = /** @type {HTMLElement} */ (event.target).closest("button[data-action]");
+  if (!(button instanceof HTMLButtonElement) || button.disabled) return;
+  const article = /** @type {HTMLElement | null} */ (button.closest("[data-message-id]"));
+  const id = article?.dataset.messageId ?? "";
+  const view = thread.view(id);
+  switch (button.dataset.action) {
+    case "copy":
+      if (view) copyText(button, view.text);
+      break;
+    case "copy-code":
+      copyText(button, button.closest(".code-block")?.querySelector("code")?.textContent ?? "");
+      break;
+    case "edit":
+      if (article) startEdit(article);
+      break;
+    case "regenerate":
+      sendTurnCommand({ type: "message.regenerate", message: id });
+      break;
+    case "branch-prev":
+    case "branch-next": {
+      if (!view || state.generation || state.pending) break;
+      const step = button.dataset.action === "branch-next" ? 1 : -1;
+      const target = view.message.sibling_ids[view.message.sibling_index + step];
+      if (target && !socket.send({ type: "conversation.switch_branch", message: target })) {
+        toast("Not connected: try again in a moment.");
+      }
+      break;
+    }
+  }
+}
+
+// Layout -------------------------------------------------------------------------------------------
+
+function autosize() {
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 240)}px`;
+}
+
+/** @param {boolean} open */
+function setSidebar(open) {
+  if (narrowScreen.matches) {
+    app.classList.toggle("sidebar-open", open);
+    app.classList.remove("sidebar-collapsed");
+  } else {
+    app.classList.toggle("sidebar-collapsed", !open);
+    app.classList.remove("sidebar-open");
+  }
+  sidebarToggle.setAttribute("aria-expanded", String(open));
+  if (open && narrowScreen.matches) /** @type {HTMLElement} */ ($("[data-conversation-search]")).focus();
+}
+
+function sidebarIsOpen() {
+  return narrowScreen.matches ? app.classList.contains("sidebar-open") : !app.classList.contains("sidebar-collapsed");
+}
+
+// Wiring -------------------------------------------------------------------------------------------
+
+composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  send();
+});
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send();
+  }
+});
+input.addEventListener("input", () => {
+  autosize();
+  composerError.hidden = true;
+});
+stopButton.addEventListener("click", stop);
+$("[data-thread]").addEventListener("click", (event) => onThreadClick(/** @type {MouseEvent} */ (event)));
+
+document.addEventListener("keydown", (event) => {
+  if (event.defaultPrevented) return;
+  if (event.key === "Escape") {
+    if (document.querySelector("dialog[open]")) return; // the dialog closes itself
+    if (state.generation) {
+      event.preventDefault();
+      stop();
+    } else if (narrowScreen.matches && sidebarIsOpen()) {
+      setSidebar(false);
+      sidebarToggle.focus();
+    }
+  } else if (event.key.toLowerCase() === "o" && event.shiftKey && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    location.assign("/");
+  }
+});
+
+sidebarToggle.addEventListener("click", () => setSidebar(!sidebarIsOpen()));
+$("[data-sidebar-backdrop]").addEventListener("click", () => setSidebar(false));
+narrowScreen.addEventListener("change", () => {
+  app.classList.remove("sidebar-open", "sidebar-collapsed");
+  sidebarToggle.setAttribute("aria-expanded", String(!narrowScreen.matches));
+});
+sidebarToggle.setAttribute("aria-expanded", String(!narrowScreen.matches));
+
+settingsButton.addEventListener("click", () => {
+  systemPromptInput.value = state.conversation ? state.conversation.system_prompt : state.draftSystemPrompt;
+  settingsDialog.showModal();
+});
+settingsDialog.addEventListener("close", () => {
+  if (settingsDialog.returnValue !== "save") return;
+  const value = systemPromptInput.value.trim();
+  if (state.conversation) {
+    const sent = socket.send({
+      type: "conversation.set_system_prompt",
+      conversation: state.conversation.id,
+      system_prompt: value,
+    });
+    if (!sent) toast("Not connected: the system prompt was not saved.");
+  } else {
+    state.draftSystemPrompt = value;
+    settingsButton.classList.toggle("has-value", Boolean(value));
+  }
+});
+deleteDialog.addEventListener("close", () => {
+  const conversation = state.deleting;
+  state.deleting = null;
+  if (deleteDialog.returnValue !== "delete" || !conversation) return;
+  if (!socket.send({ type: "conversation.delete", conversation: conversation.id })) {
+    toast("Not connected: the chat was not deleted.");
+  }
+});
+
+// Only conversations have history entries; going back or forward loads that page.
+window.addEventListener("popstate", () => location.reload());
+
+thread.render(data.messages);
+if (state.conversation) showConversation(state.conversation);
+followStreamingReply();
+socket.start();
+updateComposer();
+input.focus();

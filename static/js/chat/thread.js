@@ -1,0 +1,265 @@
+// The thread: the branch of messages shown, and the reply streaming into its last message.
+// Each message is an <article data-message-id>; buttons carry data-action and are handled by main.js.
+
+import { iconButton } from "./icons.js";
+import { renderMarkdown } from "./markdown.js";
+
+/** @typedef {import("./types.js").BranchEntry} BranchEntry */
+/** @typedef {import("./types.js").ChatMessage} ChatMessage */
+
+/**
+ * @typedef {object} MessageView
+ * @property {BranchEntry} message
+ * @property {HTMLElement} article
+ * @property {HTMLElement} body
+ * @property {HTMLElement} note
+ * @property {string} text   what the body shows (grows while streaming)
+ * @property {boolean} renderPending
+ */
+
+const STICK_TO_BOTTOM_PX = 120;
+
+export class Thread {
+  /**
+   * @param {HTMLElement} scroller   the element that scrolls
+   * @param {HTMLElement} list   where the articles go
+   * @param {string} logoUrl
+   */
+  constructor(scroller, list, logoUrl) {
+    this.scroller = scroller;
+    this.list = list;
+    this.logoUrl = logoUrl;
+    /** @type {Map<string, MessageView>} */
+    this.views = new Map();
+    /** @type {BranchEntry[]} */
+    this.entries = [];
+    this.busy = false;
+  }
+
+  /** @param {string} id */
+  has(id) {
+    return this.views.has(id);
+  }
+
+  /** @returns {BranchEntry | null} */
+  lastMessage() {
+    return this.entries.at(-1) ?? null;
+  }
+
+  /**
+   * Replace the whole thread with a branch.
+   * @param {BranchEntry[]} entries
+   */
+  render(entries) {
+    this.entries = entries;
+    this.views.clear();
+    const articles = entries.map((entry, index) => this.#article(entry, index === entries.length - 1));
+    this.list.replaceChildren(...articles);
+    this.list.closest("[data-chat-main]")?.classList.toggle("is-empty", entries.length === 0);
+    this.setBusy(this.busy);
+    this.scrollToBottom();
+  }
+
+  /**
+   * Show a turn the user just sent, before the server answers (replaced by the branch it sends back).
+   * @param {string} content
+   * @returns {HTMLElement[]}
+   */
+  addPending(content) {
+    const now = new Date().toISOString();
+    /** @type {(role: "user" | "assistant", text: string) => BranchEntry} */
+    const entry = (role, text) => ({
+      id: `pending-${role}`,
+      parent: null,
+      role,
+      content: text,
+      seq: 0,
+      status: role === "user" ? "completed" : "queued",
+      finish_reason: null,
+      error: null,
+      model: "",
+      created_at: now,
+      sibling_index: 0,
+      sibling_count: 1,
+      sibling_ids: [],
+    });
+    const articles = [this.#article(entry("user", content), false), this.#article(entry("assistant", ""), true)];
+    for (const article of articles) article.classList.add("is-pending");
+    this.list.append(...articles);
+    this.list.closest("[data-chat-main]")?.classList.remove("is-empty");
+    this.scrollToBottom();
+    return articles;
+  }
+
+  /**
+   * Append streamed text to a reply. Rendering waits for the next frame, so a burst of deltas costs one
+   * Markdown pass.
+   * @param {string} id
+   * @param {string} text
+   */
+  appendText(id, text) {
+    const view = this.views.get(id);
+    if (!view) return;
+    view.text += text;
+    view.message.status = "running";
+    this.#scheduleRender(view);
+  }
+
+  /**
+   * A reply ended (done, stopped or failed): show its saved state.
+   * @param {string} id
+   * @param {ChatMessage | null} message   the saved message, when the server sent it
+   * @param {string | null} error   what went wrong, for a failed one
+   */
+  finish(id, message, error) {
+    const view = this.views.get(id);
+    if (!view) return;
+    if (message) {
+      Object.assign(view.message, message);
+      view.text = message.content;
+    } else if (error) {
+      view.message.status = "failed";
+      view.message.error = error;
+    }
+    view.article.setAttribute("aria-busy", "false");
+    this.#renderBody(view);
+  }
+
+  /**
+   * While a reply streams, the buttons that would start another one are disabled.
+   * @param {boolean} busy
+   */
+  setBusy(busy) {
+    this.busy = busy;
+    for (const button of this.list.querySelectorAll("[data-action]")) {
+      const action = /** @type {HTMLElement} */ (button).dataset.action ?? "";
+      if (["regenerate", "edit", "branch-prev", "branch-next"].includes(action)) {
+        /** @type {HTMLButtonElement} */ (button).disabled = busy || button.hasAttribute("data-disabled");
+      }
+    }
+  }
+
+  scrollToBottom() {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+  }
+
+  isNearBottom() {
+    const { scrollTop, scrollHeight, clientHeight } = this.scroller;
+    return scrollHeight - scrollTop - clientHeight < STICK_TO_BOTTOM_PX;
+  }
+
+  /**
+   * @param {string} id
+   * @returns {MessageView | undefined}
+   */
+  view(id) {
+    return this.views.get(id);
+  }
+
+  /**
+   * @param {BranchEntry} message
+   * @param {boolean} isLast
+   */
+  #article(message, isLast) {
+    const article = document.createElement("article");
+    article.className = `message message-${message.role}`;
+    article.dataset.messageId = message.id;
+    const streaming = message.status === "queued" || message.status === "running";
+    if (message.role === "assistant") {
+      // The live region is the reply itself: busy while it streams, read out once it is complete.
+      article.setAttribute("aria-live", "polite");
+      article.setAttribute("aria-busy", String(streaming));
+      const avatar = document.createElement("img");
+      avatar.className = "message-avatar";
+      avatar.src = this.logoUrl;
+      avatar.alt = "";
+      article.append(avatar);
+    }
+
+    const main = document.createElement("div");
+    main.className = "message-main";
+    const heading = document.createElement("h2");
+    heading.className = "visually-hidden";
+    heading.textContent = message.role === "user" ? "You said:" : "Djinn said:";
+    const body = document.createElement("div");
+    body.className = message.role === "assistant" ? "message-body markdown" : "message-body";
+    const note = document.createElement("p");
+    note.className = "message-note";
+    main.append(heading, body, note, this.#actions(message, isLast));
+    article.append(main);
+
+    /** @type {MessageView} */
+    const view = { message, article, body, note, text: message.content, renderPending: false };
+    this.views.set(message.id, view);
+    this.#renderBody(view);
+    return article;
+  }
+
+  /**
+   * @param {BranchEntry} message
+   * @param {boolean} isLast
+   */
+  #actions(message, isLast) {
+    const actions = document.createElement("div");
+    actions.className = "message-actions";
+    if (message.sibling_count > 1) {
+      const nav = document.createElement("div");
+      nav.className = "branch-nav";
+      nav.setAttribute("role", "group");
+      nav.setAttribute("aria-label", message.role === "user" ? "Versions of this message" : "Versions of this reply");
+      const prev = iconButton("left", "Previous version", "branch-prev");
+      const next = iconButton("right", "Next version", "branch-next");
+      if (message.sibling_index === 0) prev.setAttribute("data-disabled", "");
+      if (message.sibling_index === message.sibling_count - 1) next.setAttribute("data-disabled", "");
+      prev.disabled = prev.hasAttribute("data-disabled");
+      next.disabled = next.hasAttribute("data-disabled");
+      const position = document.createElement("span");
+      position.className = "branch-position";
+      position.textContent = `${message.sibling_index + 1} / ${message.sibling_count}`;
+      nav.append(prev, position, next);
+      actions.append(nav);
+    }
+    actions.append(iconButton("copy", "Copy", "copy"));
+    if (message.role === "user") actions.append(iconButton("edit", "Edit message", "edit"));
+    if (message.role === "assistant" && isLast) actions.append(iconButton("regenerate", "Regenerate reply", "regenerate"));
+    return actions;
+  }
+
+  /** @param {MessageView} view */
+  #scheduleRender(view) {
+    if (view.renderPending) return;
+    view.renderPending = true;
+    requestAnimationFrame(() => {
+      view.renderPending = false;
+      const stick = this.isNearBottom();
+      this.#renderBody(view);
+      if (stick) this.scrollToBottom();
+    });
+  }
+
+  /** @param {MessageView} view */
+  #renderBody(view) {
+    const { message } = view;
+    if (message.role === "assistant") view.body.replaceChildren(renderMarkdown(view.text));
+    else view.body.textContent = view.text;
+
+    const streaming = message.status === "queued" || message.status === "running";
+    view.article.classList.toggle("is-streaming", streaming);
+    view.note.replaceChildren();
+    view.note.className = "message-note";
+    if (streaming && !view.text) {
+      const dots = document.createElement("span");
+      dots.className = "typing";
+      dots.setAttribute("aria-label", message.status === "queued" ? "Waiting for the model" : "Thinking");
+      dots.append(document.createElement("i"), document.createElement("i"), document.createElement("i"));
+      view.note.append(dots);
+    } else if (message.status === "cancelled") {
+      view.note.textContent = "Stopped.";
+    } else if (message.status === "failed") {
+      view.note.classList.add("is-error");
+      view.note.textContent = message.error || "The reply could not be generated.";
+    } else if (message.finish_reason === "length") {
+      view.note.textContent = "The reply reached its length limit.";
+    }
+  }
+}

@@ -1,0 +1,54 @@
+// The JSON shapes the chat app receives: the page's initial data (conversations/views.py) and the
+// dicts of conversations/presenters.py carried by WebSocket events (conversations/consumers.py).
+
+/** @typedef {"queued" | "running" | "completed" | "cancelled" | "failed"} MessageStatus */
+
+/**
+ * @typedef {object} ChatMessage
+ * @property {string} id   for an assistant message, also its generation id
+ * @property {string | null} parent
+ * @property {"user" | "assistant" | "system"} role
+ * @property {string} content
+ * @property {number} seq   the last stream event whose text `content` includes (watch after it)
+ * @property {MessageStatus} status
+ * @property {string | null} finish_reason
+ * @property {string | null} error
+ * @property {string} model
+ * @property {string} created_at
+ */
+
+/**
+ * One step of the branch shown: a message with its place among its siblings (for `< 2/3 >`).
+ * @typedef {ChatMessage & {sibling_index: number, sibling_count: number, sibling_ids: string[]}} BranchEntry
+ */
+
+/**
+ * @typedef {object} Conversation
+ * @property {string} id
+ * @property {string} title
+ * @property {string} model
+ * @property {string} system_prompt
+ * @property {boolean} pinned
+ * @property {boolean} archived
+ * @property {string} created_at
+ * @property {string} updated_at
+ */
+
+/**
+ * @typedef {object} ModelInfo
+ * @property {string} name
+ * @property {string} display_name
+ */
+
+/**
+ * @typedef {object} ChatData
+ * @property {Conversation | null} conversation
+ * @property {BranchEntry[]} messages
+ * @property {Conversation[]} conversations
+ * @property {ModelInfo[]} models
+ * @property {string} default_model
+ * @property {string} logo_url
+ * @property {string} login_url
+ */
+
+export {};
