@@ -116,7 +116,8 @@ CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "djinn",
+        # Tests clear their own keys between cases; a separate prefix keeps a developer's data out of reach.
+        "KEY_PREFIX": "djinn-test" if TESTING else "djinn",
         "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
     }
 }
@@ -142,6 +143,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+if TESTING:
+    # PBKDF2 costs ~0.3 s a hash on this hardware; the suite hashes hundreds of passwords.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 PASSWORD_RESET_TIMEOUT = 60 * 60 * 24  # seconds; also bounds e-mail verification links
 # Unverified users may log in (they see a banner); this makes verification a condition for chatting.
 DJINN_REQUIRE_EMAIL_VERIFICATION = env_bool("DJINN_REQUIRE_EMAIL_VERIFICATION", False)
@@ -239,6 +243,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 DJINN_MODEL = env_str("DJINN_MODEL", "default")
 DJINN_DEVICE = env_choice("DJINN_DEVICE", "auto", ("auto", "cpu", "cuda"))
+# A running reply whose worker sent no heartbeat for this long is marked failed by the sweeper (seconds).
+DJINN_GENERATION_STALE_AFTER_S = env_int("DJINN_GENERATION_STALE_AFTER_S", 60, minimum=10)
+# A reply no inference worker took within this long is marked failed by the sweeper (seconds).
+DJINN_GENERATION_QUEUED_TIMEOUT_S = env_int("DJINN_GENERATION_QUEUED_TIMEOUT_S", 15 * 60, minimum=60)
+# An inference worker serves its Prometheus metrics on this port; 0 = not at all.
+DJINN_WORKER_METRICS_PORT = env_int("DJINN_WORKER_METRICS_PORT", 0, minimum=0)
 
 # REST framework -------------------------------------------------------------------------------------
 

