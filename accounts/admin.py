@@ -6,7 +6,6 @@ from collections.abc import Callable
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
-
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 

@@ -15,9 +15,8 @@ if not torch.cuda.is_available():
 @pytest.fixture(autouse=True)
 def _clean_cache(request: pytest.FixtureRequest):
     """Each Django test starts from an empty cache (rate-limit counters live there)."""
-    uses_django = request.node.get_closest_marker("django_db") or {"db", "transactional_db", "client", "settings"} & set(
-        request.fixturenames
-    )
+    django_fixtures = {"db", "transactional_db", "client", "settings"}
+    uses_django = request.node.get_closest_marker("django_db") or django_fixtures & set(request.fixturenames)
     if uses_django:
         from django.core.cache import cache
 
