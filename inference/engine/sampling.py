@@ -1,8 +1,9 @@
 """Per-request sampling parameters and the batched sampler.
 
 The sampler works on the whole batch at once: greedy rows are one argmax, sampled rows one inverse-CDF
-draw over the (filtered) distribution. Top-k / top-p never sort the vocabulary: a small ``topk`` finds
-each row's cut-off logit, and only the rare row whose nucleus is wider than the candidates looks further.
+draw. Top-k / top-p / min-p never sort the vocabulary: a small ``topk`` holds each row's kept set and the
+draw happens among those candidates; only the rare row whose set is wider than the candidates looks further.
+Penalties touch only the logits of tokens the sequence has seen.
 Seeded requests draw their one uniform number from their own ``torch.Generator``, so a request's tokens
 do not depend on what else shares the batch.
 """
@@ -10,6 +11,7 @@ do not depend on what else shares the batch.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from .sequence import Sequence
 
 MAX_TOP_LOGPROBS = 20
-_CANDIDATES = 256  # first top-k width used to find top-p cut-offs; widened only for rows that need it
+_CANDIDATES = 256  # first top-k width for filtered rows; widened only for rows whose kept set is wider
 
 
 @dataclass
@@ -126,80 +128,125 @@ def sample(logits: torch.Tensor, seqs: SequenceOf[Sequence]) -> tuple[list[int],
     raw = logits
     if any(p.has_penalties for p in params):
         logits = _apply_penalties(logits.clone(), seqs)
-    greedy = [p.is_greedy for p in params]
-    tokens = logits.argmax(dim=-1) if all(greedy) else _sample_random(logits, seqs, greedy)  # (B,)
-    token_list = tokens.tolist()
-    _count_outputs(seqs, token_list)
+    all_greedy = all(p.is_greedy for p in params)
+    tokens = logits.argmax(dim=-1).tolist() if all_greedy else _sample_random(logits, seqs)
+    for seq, token in zip(seqs, tokens, strict=True):
+        if seq.penalty_state is not None:
+            seq.penalty_state.add(token)
     if not any(p.logprobs for p in params):
-        return token_list, [None] * len(seqs)
-    return token_list, _logprobs(raw, token_list, params)
+        return tokens, [None] * len(seqs)
+    return tokens, _logprobs(raw, tokens, params)
 
 
-def _sample_random(logits: torch.Tensor, seqs: SequenceOf[Sequence], greedy: list[bool]) -> torch.Tensor:
+def _sample_random(logits: torch.Tensor, seqs: SequenceOf[Sequence]) -> list[int]:
+    """Greedy rows take the argmax; the others are drawn, over the whole vocabulary when unfiltered, else
+    over their top-k / top-p / min-p candidates only (far cheaper than a softmax over all V for those rows)."""
     params = [s.params for s in seqs]
     device = logits.device
-    temps = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
-    x = logits / temps[:, None]  # (B, V)
-    if any(p.has_filters for p in params):
-        x = _apply_filters(x, params)
-    probs = torch.softmax(x, dim=-1)  # (B, V); filtered tokens have probability 0
-    cdf = probs.cumsum(dim=-1)  # (B, V)
-    # One uniform number per row; seeded rows draw it from their own generator so the batch cannot shift it.
-    u = torch.rand(len(seqs), 1, device=device)  # (B, 1)
+    u = _uniforms(seqs, device)  # (B,)
+    tokens = [0] * len(seqs)
+    greedy = [i for i, p in enumerate(params) if p.is_greedy]
+    plain = [i for i, p in enumerate(params) if not p.is_greedy and not p.has_filters]
+    filtered = [i for i, p in enumerate(params) if not p.is_greedy and p.has_filters]
+    if greedy:
+        for i, token in zip(greedy, _rows(logits, greedy).argmax(dim=-1).tolist(), strict=True):
+            tokens[i] = token
+    if plain:
+        x = _scaled(_rows(logits, plain), [params[i] for i in plain])  # (R, V)
+        cdf = torch.softmax(x, dim=-1).cumsum(dim=-1)  # (R, V)
+        # The first index whose cumulative mass exceeds u: zero-probability tokens can never be chosen.
+        picked = torch.searchsorted(cdf, u[plain, None] * cdf[:, -1:], right=True).clamp_(max=x.shape[1] - 1)
+        for i, token in zip(plain, picked.squeeze(1).tolist(), strict=True):
+            tokens[i] = token
+    if filtered:
+        rows_params = [params[i] for i in filtered]
+        picked = _sample_filtered(_scaled(_rows(logits, filtered), rows_params), rows_params, u[filtered])
+        for i, token in zip(filtered, picked.tolist(), strict=True):
+            tokens[i] = token
+    return tokens
+
+
+def _rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    return x if len(rows) == x.shape[0] else x[rows]
+
+
+def _scaled(x: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    if all(p.temperature == 1.0 for p in params):
+        return x
+    return x / torch.tensor([p.temperature for p in params], device=x.device)[:, None]
+
+
+def _uniforms(seqs: SequenceOf[Sequence], device: torch.device) -> torch.Tensor:
+    """One uniform number per row (B,); a seeded request draws its own from its generator, so what else
+    is in the batch cannot change its tokens."""
+    u = torch.rand(len(seqs), device=device)
     for i, seq in enumerate(seqs):
-        if seq.params.seed is not None and not greedy[i]:
+        if seq.params.seed is not None and not seq.params.is_greedy:
             if seq.generator is None:
                 seq.generator = torch.Generator(device=device).manual_seed(seq.params.seed)
             u[i] = torch.rand(1, generator=seq.generator, device=device)
-    # The first index whose cumulative mass exceeds u: zero-probability tokens can never be chosen.
-    sampled = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_(max=logits.shape[1] - 1)
-    if any(greedy):
-        greedy_mask = torch.tensor(greedy, device=device)
-        sampled = torch.where(greedy_mask, logits.argmax(dim=-1), sampled)
-    return sampled
+    return u
 
 
-def _apply_filters(x: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
-    """Set logits outside each row's top-k / top-p / min-p set to -inf. x is (B, V), temperature applied."""
-    batch, vocab = x.shape
-    device = x.device
-    if any(p.top_k > 0 or p.top_p < 1.0 for p in params):
-        top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params], device=device)  # (B,)
-        top_p = torch.tensor([p.top_p for p in params], device=device)  # (B,)
-        cutoff = torch.full((batch,), -math.inf, device=device)  # (B,) smallest logit each row keeps
-        rows = torch.tensor([i for i, p in enumerate(params) if p.top_k > 0 or p.top_p < 1.0], device=device)
-        width = min(vocab, max(_CANDIDATES, *(p.top_k for p in params)))
-        while rows.numel() > 0:
-            found, done = _cutoffs(x[rows], top_k[rows], top_p[rows], width)
-            cutoff[rows[done]] = found[done]
-            rows = rows[~done]
-            width = min(vocab, width * 8)  # only rows whose nucleus is wider than the candidates go round again
-        x = x.masked_fill(x < cutoff[:, None], -math.inf)
-    if any(p.min_p > 0.0 for p in params):
-        min_p = torch.tensor([p.min_p for p in params], device=device)  # (B,)
-        probs = torch.softmax(x, dim=-1)  # (B, V)
-        x = x.masked_fill(probs < min_p[:, None] * probs.amax(dim=-1, keepdim=True), -math.inf)
-    return x
+def _sample_filtered(x: torch.Tensor, params: list[SamplingParams], u: torch.Tensor) -> torch.Tensor:
+    """Draw one token per row of x (R, V) from its kept candidates; u (R,) are the rows' uniform numbers.
 
-
-def _cutoffs(
-    x: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor, width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cut-off logit of each row (R, V) from its ``width`` best candidates, and whether that settled it.
-
-    A row is settled when its kept set ends inside the candidates or top-k bounds it; otherwise its
-    nucleus may go on past them and the caller retries with more candidates.
+    The kept set (top-k, then top-p on what top-k left, then min-p) is always a prefix of the row's tokens
+    sorted by logit, so a small ``topk`` usually holds it; a row whose set reaches the last candidate goes
+    round again with eight times as many.
     """
-    vals = x.topk(width, dim=-1).values  # (R, W), best first
-    in_k = torch.arange(width, device=x.device)[None, :] < top_k[:, None]  # (R, W)
-    # top-p is measured on the top-k distribution when top_k is set (as Hugging Face and vLLM do).
-    lse = torch.where(top_k < x.shape[1], vals.masked_fill(~in_k, -math.inf).logsumexp(-1), x.logsumexp(-1))
-    probs = (vals - lse[:, None]).exp().masked_fill(~in_k, 0.0)  # (R, W)
-    mass_before = probs.cumsum(dim=-1) - probs  # (R, W)
-    n_keep = (in_k & (mass_before < top_p[:, None])).sum(dim=-1).clamp(min=1)  # (R,)
-    found = vals.gather(1, (n_keep - 1)[:, None]).squeeze(1)  # (R,)
-    done = (n_keep < width) | (top_k <= width)
-    return found, done
+    n_rows, vocab = x.shape
+    device = x.device
+    top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params], device=device)  # (R,)
+    top_p = torch.tensor([p.top_p if p.top_p < 1.0 else math.inf for p in params], device=device)  # (R,)
+    log_min_p = torch.tensor([math.log(p.min_p) if p.min_p > 0 else -math.inf for p in params], device=device)
+    full_lse = x.logsumexp(dim=-1) if any(p.top_p < 1.0 and p.top_k == 0 for p in params) else None  # (R,)
+    out = torch.empty(n_rows, dtype=torch.int64, device=device)
+    rows = torch.arange(n_rows, device=device)
+    width = min(vocab, max(_CANDIDATES, *(p.top_k for p in params)))
+    while rows.numel() > 0:
+        vals, ids = (x if rows.numel() == n_rows else x[rows]).topk(width, dim=-1)  # (r, W), best first
+        keep = torch.arange(width, device=device)[None, :] < top_k[rows, None]  # (r, W)
+        if full_lse is None:
+            lse = vals.masked_fill(~keep, -math.inf).logsumexp(dim=-1)
+        else:
+            # top-p is measured on what top-k left when top_k is set (as Hugging Face and vLLM do).
+            top_k_lse = vals.masked_fill(~keep, -math.inf).logsumexp(dim=-1)
+            lse = torch.where(top_k[rows] < vocab, top_k_lse, full_lse[rows])
+        probs = (vals - lse[:, None]).exp() * keep  # (r, W)
+        keep &= probs.cumsum(dim=-1) - probs < top_p[rows, None]  # tokens while the mass before them is below p
+        keep &= vals - vals[:, :1] >= log_min_p[rows, None]  # p_i >= min_p * p_max
+        keep[:, 0] = True
+        weights = (vals - vals[:, :1]).exp() * keep  # (r, W), unnormalised
+        cdf = weights.cumsum(dim=-1)
+        j = torch.searchsorted(cdf, u[rows, None] * cdf[:, -1:], right=True).clamp_(max=width - 1)  # (r, 1)
+        picked = ids.gather(1, j).squeeze(1)  # (r,)
+        settled = ~keep[:, -1] | (top_k[rows] <= width)
+        out[rows[settled]] = picked[settled]
+        rows = rows[~settled]
+        width = min(vocab, width * 8)
+    return out
+
+
+class PenaltyState:
+    """The tokens a sequence has seen (prompt and output, each once) and how often each was generated, so
+    penalties touch only those logits instead of whole (B, V) rows."""
+
+    def __init__(self, seq: Sequence, device: torch.device) -> None:
+        seen = list(dict.fromkeys(seq.token_ids))
+        generated = Counter(seq.output_token_ids)
+        self.slot = {token: i for i, token in enumerate(seen)}
+        self.ids = torch.tensor(seen, dtype=torch.int64, device=device)  # (S,)
+        self.counts = torch.tensor([float(generated[t]) for t in seen], device=device)  # (S,)
+
+    def add(self, token: int) -> None:
+        slot = self.slot.get(token)
+        if slot is None:
+            self.slot[token] = len(self.slot)
+            self.ids = torch.cat([self.ids, self.ids.new_tensor([token])])
+            self.counts = torch.cat([self.counts, self.counts.new_tensor([1.0])])
+        else:
+            self.counts[slot] += 1
 
 
 def _apply_penalties(logits: torch.Tensor, seqs: SequenceOf[Sequence]) -> torch.Tensor:
@@ -208,38 +255,31 @@ def _apply_penalties(logits: torch.Tensor, seqs: SequenceOf[Sequence]) -> torch.
     vocab = logits.shape[1]
     device = logits.device
     rows = [i for i, s in enumerate(seqs) if s.params.has_penalties]
+    states = []
     for i in rows:
-        seq = seqs[i]
-        if seq.output_counts is None:
-            seq.output_counts = _bincount(seq.output_token_ids, vocab, device)
-            seq.prompt_mask = _bincount(seq.token_ids[: seq.num_prompt_tokens], vocab, device) > 0
-    counts = torch.stack([seqs[i].output_counts for i in rows])  # (R, V)
-    in_prompt = torch.stack([seqs[i].prompt_mask for i in rows])  # (R, V)
-    rep = torch.tensor([seqs[i].params.repetition_penalty for i in rows], device=device)[:, None]  # (R, 1)
-    presence = torch.tensor([seqs[i].params.presence_penalty for i in rows], device=device)[:, None]
-    frequency = torch.tensor([seqs[i].params.frequency_penalty for i in rows], device=device)[:, None]
-    x = logits[rows]  # (R, V)
-    seen = in_prompt | (counts > 0)
-    x = torch.where(seen, torch.where(x > 0, x / rep, x * rep), x)
-    x = x - frequency * counts - presence * (counts > 0).float()
-    logits[rows] = x
+        if seqs[i].penalty_state is None:
+            seqs[i].penalty_state = PenaltyState(seqs[i], device)
+        states.append(seqs[i].penalty_state)
+    flat_index = torch.cat([state.ids + row * vocab for row, state in zip(rows, states, strict=True)])  # (N,)
+    counts = torch.cat([state.counts for state in states])  # (N,)
+    lengths = torch.tensor([len(state.slot) for state in states], device=device)
+
+    def per_token(name: str) -> torch.Tensor:
+        values = torch.tensor([getattr(seqs[i].params, name) for i in rows], device=device)
+        return values.repeat_interleave(lengths)  # (N,)
+
+    rep = per_token("repetition_penalty")
+    flat = logits.view(-1)
+    values = flat[flat_index]
+    values = torch.where(values > 0, values / rep, values * rep)
+    values = values - per_token("frequency_penalty") * counts - per_token("presence_penalty") * (counts > 0)
+    flat[flat_index] = values
     return logits
-
-
-def _bincount(token_ids: list[int], vocab: int, device: torch.device) -> torch.Tensor:
-    ids = torch.tensor(token_ids, dtype=torch.int64, device=device)
-    return torch.bincount(ids, minlength=vocab)[:vocab].float()  # (V,)
-
-
-def _count_outputs(seqs: SequenceOf[Sequence], tokens: list[int]) -> None:
-    for seq, token in zip(seqs, tokens, strict=True):
-        if seq.output_counts is not None:
-            seq.output_counts[token] += 1
 
 
 def _logprobs(raw: torch.Tensor, tokens: list[int], params: list[SamplingParams]) -> list[TokenLogprob | None]:
     rows = [i for i, p in enumerate(params) if p.logprobs]
-    logprobs = torch.log_softmax(raw[rows].float(), dim=-1)  # (R, V)
+    logprobs = torch.log_softmax(_rows(raw, rows).float(), dim=-1)  # (R, V)
     chosen_ids = torch.tensor([tokens[i] for i in rows], device=raw.device)
     chosen = logprobs.gather(1, chosen_ids[:, None]).squeeze(1).tolist()
     k = max(params[i].top_logprobs for i in rows)
@@ -251,6 +291,7 @@ def _logprobs(raw: torch.Tensor, tokens: list[int], params: list[SamplingParams]
     out: list[TokenLogprob | None] = [None] * len(params)
     for j, i in enumerate(rows):
         n = params[i].top_logprobs
-        top = list(zip(top_ids[j][:n], top_vals[j][:n], strict=True))
-        out[i] = TokenLogprob(token_id=tokens[i], logprob=chosen[j], top=top)
+        out[i] = TokenLogprob(
+            token_id=tokens[i], logprob=chosen[j], top=list(zip(top_ids[j][:n], top_vals[j][:n], strict=True))
+        )
     return out

@@ -7,7 +7,7 @@ from enum import Enum
 
 import torch
 
-from .sampling import SamplingParams
+from .sampling import PenaltyState, SamplingParams
 
 _arrival = itertools.count()
 
@@ -44,9 +44,8 @@ class Sequence:
         self.finish_reason: str | None = None
         # Built by the sampler on the logits' device when the request has a seed.
         self.generator: torch.Generator | None = None
-        # Penalty state, built on first use by the sampler: output token counts (V,) and prompt mask (V,).
-        self.output_counts: torch.Tensor | None = None
-        self.prompt_mask: torch.Tensor | None = None
+        # Seen tokens and output counts for penalties (sampling.PenaltyState), built on first use.
+        self.penalty_state: PenaltyState | None = None
 
     def __len__(self) -> int:
         return len(self.token_ids)

@@ -12,6 +12,12 @@ from inference.engine.sequence import Sequence
 VOCAB = 5000
 
 
+@pytest.fixture(autouse=True)
+def _seeded_global_rng() -> None:
+    """Unseeded requests draw from torch's global generator: fix it so these tests are repeatable."""
+    torch.manual_seed(0)
+
+
 def make_seqs(n: int, prompt: list[int] | None = None, **params: object) -> list[Sequence]:
     return [Sequence(f"r{i}", prompt or [1, 2, 3], SamplingParams(**params)) for i in range(n)]
 
@@ -130,6 +136,30 @@ def test_min_p_drops_tokens_far_less_likely_than_the_best() -> None:
     tokens, _ = sample(logits, make_seqs(300, temperature=1.0, min_p=0.2))
 
     assert set(tokens) == {0, 1}
+
+
+def test_min_p_looks_past_the_first_candidates_when_many_tokens_qualify() -> None:
+    # p_i / p_max = exp(-i / 1000) >= 0.5 for the first 694 tokens.
+    logits = torch.full((VOCAB,), -1e4)
+    logits[:1000] = -torch.arange(1000) * 1e-3
+    batch = logits.expand(400, VOCAB)
+
+    tokens, _ = sample(batch, make_seqs(400, temperature=1.0, min_p=0.5))
+
+    assert max(tokens) < 694
+    assert max(tokens) > 400
+
+
+def test_greedy_plain_and_filtered_rows_are_each_drawn_their_own_way_in_one_batch() -> None:
+    logits = peaked_logits([0.5, 0.3, 0.1, 0.1]).expand(300, VOCAB).clone()
+    logits[0] = logits[0].flip(0)  # a greedy row whose best token is the last one
+    seqs = make_seqs(1, temperature=0.0) + make_seqs(149, temperature=1.0) + make_seqs(150, top_k=1)
+
+    tokens, _ = sample(logits, seqs)
+
+    assert tokens[0] == VOCAB - 1
+    assert set(tokens[1:150]) == {0, 1, 2, 3}
+    assert set(tokens[150:]) == {0}
 
 
 def test_repetition_penalty_steers_away_from_prompt_tokens() -> None:
