@@ -66,6 +66,9 @@ class Message(models.Model):
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
+    # While a reply streams, content is saved about once a second: content_seq is the seq of the last stream
+    # event it includes, so a page that renders it watches the stream after that seq (no gap, no duplicate).
+    content_seq = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
     finish_reason = models.CharField(max_length=16, blank=True)
     error = models.TextField(blank=True, help_text="Why the generation failed, as shown to the user.")
@@ -74,8 +77,12 @@ class Message(models.Model):
     cached_tokens = models.PositiveIntegerField(default=0, help_text="Prompt tokens served from the prefix cache.")
     model = models.CharField(max_length=100, blank=True)
     params = models.JSONField(default=dict, blank=True, help_text="Sampling parameters the reply was asked with.")
-    ttft_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time to first token, in ms.")
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="From the message's creation (queueing included) to its first token, in ms."
+    )
+    duration_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="From the worker taking the reply to its last token, in ms."
+    )
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of its worker.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,0 +1,75 @@
+"""What the model is shown for a reply, and whether it fits the model's context.
+
+Shared by the services (which refuse a too-long prompt before anything is queued) and the reply task
+(which checks again against the engine it actually runs on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from accounts.models import User
+from conversations.errors import ContextTooLong, InvalidInput
+from conversations.models import Conversation, Message
+from inference import runtime
+from inference.engine import InvalidRequestError, SamplingParams
+from inference.models import PARAM_KEYS, LLMModel
+
+# A prompt must leave room for at least this many reply tokens.
+MIN_REPLY_TOKENS = 16
+# Sampling parameters a request may set: the registry's keys plus per-request ones.
+REQUEST_PARAM_KEYS = (*PARAM_KEYS, "seed", "stop")
+
+
+def chat_messages(*, owner: User, conversation: Conversation, path: Iterable[Message]) -> list[dict[str, str]]:
+    """The chat for the model: one system message (the conversation's system prompt, then the owner's custom
+    instructions; none when both are empty, so the model's template may add its own), then the branch."""
+    system = "\n\n".join(
+        part for part in (conversation.system_prompt.strip(), owner.custom_instructions.strip()) if part
+    )
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": message.role, "content": message.content} for message in path]
+
+
+def check_fits(messages: list[dict[str, str]], model: LLMModel) -> int:
+    """Prompt tokens of ``messages`` for ``model``; raises ContextTooLong when they leave no room for a reply."""
+    prompt_tokens = runtime.count_chat_tokens(messages, model)
+    ensure_room(prompt_tokens, runtime.context_length(model), model)
+    return prompt_tokens
+
+
+def ensure_room(prompt_tokens: int, context: int, model: LLMModel) -> None:
+    """Raise ContextTooLong unless ``prompt_tokens`` leave at least MIN_REPLY_TOKENS of ``context``."""
+    if prompt_tokens + MIN_REPLY_TOKENS > context:
+        raise ContextTooLong(
+            f"This conversation is too long for {model.display_name or model.name}: it takes {prompt_tokens} "
+            f"tokens and the model reads at most {context}, with room for a reply. Shorten your message or "
+            "start a new conversation."
+        )
+
+
+def request_params(model: LLMModel, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The model's default sampling parameters overridden by the request's; raises InvalidInput for an
+    unknown key or a value out of range."""
+    params = params or {}
+    if not isinstance(params, dict):
+        raise InvalidInput("params must be an object.")
+    unknown = sorted(set(params) - set(REQUEST_PARAM_KEYS))
+    if unknown:
+        raise InvalidInput(f"Unknown parameter(s): {', '.join(unknown)}. Allowed: {', '.join(REQUEST_PARAM_KEYS)}.")
+    merged = {**(model.default_params or {}), **{k: v for k, v in params.items() if v is not None}}
+    sampling_params(merged)
+    return merged
+
+
+def sampling_params(params: dict[str, Any], *, max_tokens_limit: int | None = None) -> SamplingParams:
+    """``params`` as the engine's SamplingParams, ``max_tokens`` capped at ``max_tokens_limit`` (the room
+    left in the context). Raises InvalidInput for a bad value."""
+    try:
+        sampling = SamplingParams(**{k: v for k, v in params.items() if k in REQUEST_PARAM_KEYS})
+    except (InvalidRequestError, TypeError) as exc:
+        raise InvalidInput(str(exc)) from exc
+    if max_tokens_limit is not None:
+        sampling.max_tokens = min(sampling.max_tokens or max_tokens_limit, max_tokens_limit)
+    return sampling

@@ -1,0 +1,304 @@
+"""How a queued reply becomes text: the body of the ``generate_reply`` task.
+
+Status only moves forward (queued -> running -> completed | cancelled | failed), each step a guarded
+update, so a redelivered task can never produce a second reply. Orphans: a reply found ``running``
+whose worker stopped heart-beating was left by a dead worker. It is marked ``failed`` with a clear
+reason (the user can regenerate), never re-run: its stream already holds the text the dead worker
+streamed, and a second run could only contradict it. The beat job :func:`sweep_stale` does the same
+for replies no delivery comes back for.
+
+One watcher thread per process sends the heartbeats of all replies the process is writing and checks
+their cancel flags, so both keep working while a reply waits in the engine and yields no token.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from conversations import prompts, selectors
+from conversations.errors import ConversationError
+from conversations.models import Conversation, Message
+from inference import metrics, runtime, streams
+from inference.engine import Engine, EngineError, RequestOutput
+from inference.models import LLMModel
+from inference.registry import model_get
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 2.0
+PARTIAL_SAVE_INTERVAL_S = 1.0
+
+ORPHANED = "The worker writing this reply stopped. Regenerate to try again."
+NEVER_STARTED = "No worker took this reply in time. Regenerate to try again."
+INTERRUPTED = "This reply was interrupted because its worker shut down. Regenerate to try again."
+ENGINE_FAILED = "The model failed while writing this reply. Regenerate to try again."
+
+
+def generate(message_id: UUID | str) -> None:
+    """Write the reply ``message_id`` (an assistant message). Safe to call any number of times."""
+    message = (
+        Message.objects.select_related("conversation__owner").filter(pk=message_id, role=Message.Role.ASSISTANT).first()
+    )
+    if message is None or message.is_finished:
+        return  # deleted, or a redelivery of a finished reply
+    if message.status == Message.Status.RUNNING:
+        fail_if_stale(message.pk, message=ORPHANED)
+        return
+    now = timezone.now()
+    claimed = Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
+        status=Message.Status.RUNNING, heartbeat_at=now, updated_at=now
+    )
+    if claimed:
+        metrics.generation_started(message.model)
+        _Reply(message).run()
+
+
+def fail_if_stale(message_id: UUID, *, message: str = ORPHANED) -> bool:
+    """Mark a running reply whose heartbeat is older than DJINN_GENERATION_STALE_AFTER_S failed, and end its
+    stream with an error. False if it is alive or already finished."""
+    cutoff = timezone.now() - timedelta(seconds=settings.DJINN_GENERATION_STALE_AFTER_S)
+    stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    return _fail(Message.objects.filter(stale, pk=message_id, status=Message.Status.RUNNING), message_id, message)
+
+
+def sweep_stale() -> int:
+    """Fail the replies whose worker stopped heart-beating, and those no worker took within
+    DJINN_GENERATION_QUEUED_TIMEOUT_S. Returns how many it failed."""
+    now = timezone.now()
+    stale_cutoff = now - timedelta(seconds=settings.DJINN_GENERATION_STALE_AFTER_S)
+    running = Message.objects.filter(status=Message.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=stale_cutoff) | Q(heartbeat_at__isnull=True)
+    )
+    failed = sum(fail_if_stale(pk) for pk in running.values_list("pk", flat=True))
+    queued_cutoff = now - timedelta(seconds=settings.DJINN_GENERATION_QUEUED_TIMEOUT_S)
+    for pk in Message.objects.filter(status=Message.Status.QUEUED, created_at__lt=queued_cutoff).values_list(
+        "pk", flat=True
+    ):
+        queued = Message.objects.filter(pk=pk, status=Message.Status.QUEUED, created_at__lt=queued_cutoff)
+        failed += _fail(queued, pk, NEVER_STARTED)
+    return failed
+
+
+def _fail(guarded: Any, message_id: UUID, reason: str, *, code: str = "generation_failed") -> bool:
+    """Move the rows of ``guarded`` (at most the one message) to failed; on success, end the stream."""
+    model = guarded.values_list("model", flat=True).first()
+    if not guarded.update(status=Message.Status.FAILED, finish_reason="error", error=reason, updated_at=timezone.now()):
+        return False
+    logger.warning("Reply %s failed: %s", message_id, reason, extra={"generation_id": str(message_id), "code": code})
+    streams.StreamWriter(message_id).error(message=reason, code=code)
+    metrics.generation_finished(model or "", Message.Status.FAILED)
+    return True
+
+
+class _Reply:
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.id = str(message.pk)
+        self.writer = streams.StreamWriter(message.pk)
+        self.started = time.monotonic()
+        self.text: list[str] = []
+        self.seq = self.writer.seq
+        self.ttft_ms: int | None = None
+
+    def run(self) -> None:
+        try:
+            engine = self._submit()
+            if engine is None:
+                return
+            _watcher.add(self.message.pk, engine)
+            try:
+                final = self._stream(engine)
+            finally:
+                _watcher.remove(self.message.pk)
+            if final is not None:
+                self._finish(final)
+        except Exception:
+            # The task's last line of defence: whatever broke, the reply must not stay "running".
+            logger.exception("Reply %s crashed", self.id, extra={"generation_id": self.id})
+            self._fail(ENGINE_FAILED)
+            raise
+
+    def _submit(self) -> Engine | None:
+        """Render the prompt and hand it to the engine; None (and the reply failed) if it cannot run."""
+        message = self.message
+        conversation = message.conversation
+        try:
+            model = model_get(message.model)
+            engine = runtime.get_engine(model)
+            path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=message.parent_id)
+            chat = prompts.chat_messages(owner=conversation.owner, conversation=conversation, path=path)
+            prompt_ids = engine.tokenizer.encode_chat(chat)
+            context = runtime.context_length(model)
+            prompts.ensure_room(len(prompt_ids), context, model)
+            params = prompts.sampling_params(message.params, max_tokens_limit=context - len(prompt_ids))
+            if streams.cancel_requested(message.pk):
+                self._save_final(Message.Status.CANCELLED, "cancelled", None)
+                return None
+            engine.submit(prompt_ids, params, request_id=self.id)
+        except LLMModel.DoesNotExist:
+            self._fail(f"The model {message.model!r} is no longer available.", code="model_not_found")
+            return None
+        except ConversationError as exc:
+            self._fail(exc.message, code=exc.code)
+            return None
+        except EngineError:
+            logger.exception("The engine refused reply %s", self.id, extra={"generation_id": self.id})
+            self._fail(ENGINE_FAILED)
+            return None
+        return engine
+
+    def _stream(self, engine: Engine) -> RequestOutput | None:
+        """Forward the engine's deltas to the stream; the final output, or None if the reply was taken away
+        (deleted, or failed by the sweeper) while it was being written."""
+        last_save = time.monotonic()
+        outputs = engine.stream(self.id)
+        try:
+            for output in outputs:
+                text = output.text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+                if text:
+                    if self.ttft_ms is None:
+                        self.ttft_ms = _ms_since(self.message.created_at)
+                    self.text.append(text)
+                    self.seq = self.writer.delta(text)
+                if output.finish_reason is not None:
+                    return output
+                if streams.cancel_requested(self.message.pk):
+                    engine.abort(self.id)
+                if time.monotonic() - last_save >= PARTIAL_SAVE_INTERVAL_S:
+                    last_save = time.monotonic()
+                    if not self._save_partial(output):
+                        return None
+        finally:
+            outputs.close()  # leaving early aborts the request in the engine
+        return None
+
+    def _save_partial(self, output: RequestOutput) -> bool:
+        return bool(
+            Message.objects.filter(pk=self.message.pk, status=Message.Status.RUNNING).update(
+                content="".join(self.text),
+                content_seq=self.seq,
+                completion_tokens=output.usage.completion_tokens,
+                heartbeat_at=timezone.now(),
+                updated_at=timezone.now(),
+            )
+        )
+
+    def _finish(self, final: RequestOutput) -> None:
+        reason = final.finish_reason
+        if reason == "abort" and streams.cancel_requested(self.message.pk):
+            self._save_final(Message.Status.CANCELLED, "cancelled", final)
+        elif reason == "abort":
+            self._fail(INTERRUPTED, final=final)
+        elif reason == "error":
+            logger.error("Engine error in reply %s: %s", self.id, final.error, extra={"generation_id": self.id})
+            self._fail(ENGINE_FAILED, final=final)
+        else:
+            self._save_final(Message.Status.COMPLETED, str(reason), final)
+
+    def _fields(self, final: RequestOutput | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "content": "".join(self.text),
+            "content_seq": self.seq,
+            "ttft_ms": self.ttft_ms,
+            "duration_ms": round((time.monotonic() - self.started) * 1000),
+            "updated_at": timezone.now(),
+        }
+        if final is not None:
+            fields["prompt_tokens"] = final.usage.prompt_tokens
+            fields["cached_tokens"] = final.usage.cached_prompt_tokens
+            fields["completion_tokens"] = final.usage.completion_tokens
+        return fields
+
+    def _save_final(self, status: str, finish_reason: str, final: RequestOutput | None) -> None:
+        fields = self._fields(final)
+        guarded = Message.objects.filter(pk=self.message.pk, status=Message.Status.RUNNING)
+        if not guarded.update(status=status, finish_reason=finish_reason, **fields):
+            return  # deleted or failed by the sweeper meanwhile: its stream has already ended
+        usage = {k: fields.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "cached_tokens")}
+        self.seq = self.writer.done(finish_reason=finish_reason, usage=usage)
+        metrics.generation_finished(
+            self.message.model,
+            status,
+            ttft_ms=self.ttft_ms,
+            duration_ms=fields["duration_ms"],
+            prompt_tokens=usage["prompt_tokens"],
+            cached_tokens=usage["cached_tokens"],
+            completion_tokens=usage["completion_tokens"],
+        )
+        if status == Message.Status.COMPLETED:
+            self._title_if_provisional()
+
+    def _fail(self, reason: str, *, code: str = "generation_failed", final: RequestOutput | None = None) -> None:
+        guarded = Message.objects.filter(pk=self.message.pk, status=Message.Status.RUNNING)
+        if guarded.update(status=Message.Status.FAILED, finish_reason="error", error=reason, **self._fields(final)):
+            logger.warning("Reply %s failed: %s", self.id, reason, extra={"generation_id": self.id, "code": code})
+            self.seq = self.writer.error(message=reason, code=code)
+            metrics.generation_finished(self.message.model, Message.Status.FAILED)
+
+    def _title_if_provisional(self) -> None:
+        from conversations.tasks import generate_title
+
+        conversation_id = self.message.conversation_id
+        if Conversation.objects.filter(pk=conversation_id, title_is_provisional=True).exists():
+            transaction.on_commit(lambda: generate_title.delay(str(conversation_id)))
+
+
+def _ms_since(moment: Any) -> int:
+    return max(0, round((timezone.now() - moment).total_seconds() * 1000))
+
+
+class _Watcher:
+    """Every HEARTBEAT_INTERVAL_S, for each reply this process is writing: mark its worker alive (in
+    PostgreSQL for the sweeper, in Redis for readers) and abort it in the engine if its cancel flag is set."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: dict[UUID, Engine] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, message_id: UUID, engine: Engine) -> None:
+        with self._lock:
+            self._active[message_id] = engine
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="djinn-reply-watcher", daemon=True)
+                self._thread.start()
+
+    def remove(self, message_id: UUID) -> None:
+        with self._lock:
+            self._active.pop(message_id, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_INTERVAL_S)
+            with self._lock:
+                active = dict(self._active)
+            if not active:
+                continue
+            try:
+                self.beat(active)
+            except (DatabaseError, redis.RedisError):
+                # A blip must not end the heartbeats of every reply: try again next time.
+                logger.warning("Reply heartbeat failed", exc_info=True)
+
+    @staticmethod
+    def beat(active: dict[UUID, Engine]) -> None:
+        close_old_connections()
+        Message.objects.filter(pk__in=list(active), status=Message.Status.RUNNING).update(heartbeat_at=timezone.now())
+        for message_id, engine in active.items():
+            streams.heartbeat(message_id, ttl_s=round(HEARTBEAT_INTERVAL_S * 5))
+            if streams.cancel_requested(message_id):
+                engine.abort(str(message_id))
+
+
+_watcher = _Watcher()

@@ -1,0 +1,290 @@
+"""Writes. Keyword-only, scoped to ``user`` (someone else's ids raise NotFound, revealing nothing), each
+in one transaction; reply tasks are enqueued only once that transaction has committed."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from accounts.selectors import user_can_chat
+from conversations import prompts, selectors
+from conversations.errors import InvalidInput, NotAllowed, NotFound
+from conversations.models import Conversation, Message
+from conversations.tasks import generate_reply
+from inference import streams
+from inference.models import LLMModel
+from inference.registry import model_get
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 100_000
+MAX_SYSTEM_PROMPT_CHARS = 20_000
+MAX_TITLE_CHARS = 200
+PROVISIONAL_TITLE_CHARS = 60
+
+
+@dataclass
+class Turn:
+    conversation: Conversation
+    user_message: Message
+    assistant_message: Message
+
+
+def message_send(
+    *,
+    user: User,
+    conversation_id: UUID | str | None,
+    parent_id: UUID | str | None,
+    content: str,
+    model: str | None = None,
+    system_prompt: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Turn:
+    """Add a user message and a queued reply. ``conversation_id`` None starts a conversation (titled
+    provisionally from ``content``); ``parent_id`` None continues after the current leaf. ``model`` and
+    ``system_prompt``, when given, become the conversation's from now on.
+
+    Raises NotAllowed, NotFound, InvalidInput (empty or over-long message, unknown model or parameter,
+    a reply still being written), ContextTooLong.
+    """
+    _check_can_chat(user)
+    content = _clean_content(content)
+    if system_prompt is not None:
+        system_prompt = _clean_system_prompt(system_prompt)
+    with transaction.atomic():
+        if conversation_id is None:
+            llm = _model(model)
+            conversation = Conversation(
+                owner=user,
+                title=_provisional_title(content),
+                model=llm.name,
+                system_prompt=system_prompt or "",
+            )
+            parent = None
+        else:
+            conversation = _locked_conversation(user, conversation_id)
+            llm = _model(model or conversation.model)
+            conversation.model = llm.name
+            if system_prompt is not None:
+                conversation.system_prompt = system_prompt
+            parent = _parent(conversation, user, parent_id)
+        merged = prompts.request_params(llm, params)
+        path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=parent.pk) if parent else []
+        user_message = Message(conversation=conversation, parent=parent, role=Message.Role.USER, content=content)
+        chat = prompts.chat_messages(owner=user, conversation=conversation, path=[*path, user_message])
+        prompts.check_fits(chat, llm)
+        conversation.updated_at = timezone.now()
+        conversation.save()
+        user_message.save()
+        reply = _queue_reply(conversation, parent=user_message, model=llm, params=merged)
+    return Turn(conversation, user_message, reply)
+
+
+def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
+    """A new reply beside the assistant message ``message_id`` (same question, same parameters), shown
+    from now on. Raises NotFound, InvalidInput (not a finished reply), ContextTooLong."""
+    _check_can_chat(user)
+    with transaction.atomic():
+        original = _locked_message(user, message_id)
+        conversation = original.conversation
+        if original.role != Message.Role.ASSISTANT:
+            raise InvalidInput("Only a reply can be regenerated.")
+        if not original.is_finished:
+            raise InvalidInput("This reply is still being written: stop it first.")
+        question = original.parent
+        assert question is not None  # every reply answers a user message
+        llm = _model(conversation.model)
+        path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=question.pk)
+        prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=path), llm)
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
+        reply = _queue_reply(conversation, parent=question, model=llm, params=original.params)
+    return Turn(conversation, question, reply)
+
+
+def message_edit(*, user: User, message_id: UUID | str, content: str) -> Turn:
+    """A new user message beside ``message_id`` with ``content``, and a queued reply to it: a new branch,
+    shown from now on. Raises NotFound, InvalidInput, ContextTooLong."""
+    _check_can_chat(user)
+    content = _clean_content(content)
+    with transaction.atomic():
+        original = _locked_message(user, message_id)
+        conversation = original.conversation
+        if original.role != Message.Role.USER:
+            raise InvalidInput("Only your own messages can be edited.")
+        llm = _model(conversation.model)
+        path = (
+            selectors.branch_path(conversation_id=conversation.pk, leaf_id=original.parent_id)
+            if original.parent_id
+            else []
+        )
+        edited = Message(conversation=conversation, parent=original.parent, role=Message.Role.USER, content=content)
+        prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=[*path, edited]), llm)
+        last_reply = original.children.filter(role=Message.Role.ASSISTANT).order_by("-created_at").first()
+        params = last_reply.params if last_reply else prompts.request_params(llm, None)
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
+        edited.save()
+        reply = _queue_reply(conversation, parent=edited, model=llm, params=params)
+    return Turn(conversation, edited, reply)
+
+
+def generation_cancel(*, user: User, message_id: UUID | str) -> None:
+    """Stop the reply ``message_id``. Its worker notices within one engine step and keeps the partial
+    text; a reply no worker has taken yet ends at once. A finished reply is left as it is."""
+    message = selectors.generation_get(user=user, generation_id=message_id)
+    if message.is_finished:
+        return
+    # The flag first: if a worker takes the reply between here and the update below, it sees the flag.
+    streams.request_cancel(message.pk)
+    with transaction.atomic():
+        now = timezone.now()
+        cancelled = Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
+            status=Message.Status.CANCELLED, finish_reason="cancelled", updated_at=now
+        )
+        if cancelled:
+            transaction.on_commit(lambda: streams.StreamWriter(message.pk).done(finish_reason="cancelled", usage=None))
+
+
+def conversation_switch_branch(*, user: User, message_id: UUID | str) -> Conversation:
+    """Show the branch through ``message_id``, down to its newest leaf (as the user last left it)."""
+    with transaction.atomic():
+        message = _locked_message(user, message_id)
+        conversation = message.conversation
+        conversation.current_leaf_id = selectors.newest_leaf(conversation_id=conversation.pk, message_id=message.pk)
+        conversation.save(update_fields=["current_leaf"])
+    return conversation
+
+
+def conversation_rename(*, user: User, conversation_id: UUID | str, title: str) -> Conversation:
+    title = " ".join((title or "").split())
+    if not title:
+        raise InvalidInput("A title cannot be empty.")
+    if len(title) > MAX_TITLE_CHARS:
+        raise InvalidInput(f"A title has at most {MAX_TITLE_CHARS} characters.")
+    return _update(user, conversation_id, title=title, title_is_provisional=False)
+
+
+def conversation_set_pinned(*, user: User, conversation_id: UUID | str, pinned: bool) -> Conversation:
+    return _update(user, conversation_id, pinned=bool(pinned))
+
+
+def conversation_set_archived(*, user: User, conversation_id: UUID | str, archived: bool) -> Conversation:
+    return _update(user, conversation_id, archived=bool(archived))
+
+
+def conversation_set_system_prompt(*, user: User, conversation_id: UUID | str, system_prompt: str) -> Conversation:
+    return _update(user, conversation_id, system_prompt=_clean_system_prompt(system_prompt))
+
+
+def conversation_delete(*, user: User, conversation_id: UUID | str) -> None:
+    """Delete the conversation and all its messages; replies still being written are stopped."""
+    with transaction.atomic():
+        conversation = _locked_conversation(user, conversation_id)
+        unfinished = list(
+            conversation.messages.filter(status__in=[Message.Status.QUEUED, Message.Status.RUNNING]).values_list(
+                "pk", flat=True
+            )
+        )
+        conversation.delete()
+        transaction.on_commit(lambda: [streams.request_cancel(pk) for pk in unfinished])
+
+
+# Helpers -------------------------------------------------------------------------------------------------
+
+
+def _check_can_chat(user: User) -> None:
+    if not user_can_chat(user):
+        raise NotAllowed("Verify your e-mail address to chat.")
+
+
+def _clean_content(content: str) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidInput("A message cannot be empty.")
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise InvalidInput(f"A message has at most {MAX_MESSAGE_CHARS} characters.")
+    return content.replace("\x00", "")
+
+
+def _clean_system_prompt(system_prompt: str) -> str:
+    if not isinstance(system_prompt, str):
+        raise InvalidInput("The system prompt must be text.")
+    if len(system_prompt) > MAX_SYSTEM_PROMPT_CHARS:
+        raise InvalidInput(f"A system prompt has at most {MAX_SYSTEM_PROMPT_CHARS} characters.")
+    return system_prompt.replace("\x00", "").strip()
+
+
+def _provisional_title(content: str) -> str:
+    words = content.split()
+    title = ""
+    for word in words:
+        if len(title) + len(word) + 1 > PROVISIONAL_TITLE_CHARS:
+            return (title or word[:PROVISIONAL_TITLE_CHARS]) + "…"
+        title = f"{title} {word}".strip()
+    return title
+
+
+def _model(name: str | None) -> LLMModel:
+    try:
+        return model_get(name)
+    except LLMModel.DoesNotExist:
+        message = f"Unknown model {name!r}." if name else "No model is available."
+        raise InvalidInput(message, "model_not_found") from None
+
+
+def _locked_conversation(user: User, conversation_id: UUID | str) -> Conversation:
+    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
+    # Lock it, so two sends to one conversation line up instead of both branching off the same leaf.
+    return Conversation.objects.select_for_update().get(pk=conversation.pk)
+
+
+def _locked_message(user: User, message_id: UUID | str) -> Message:
+    message = selectors.message_get(user=user, message_id=message_id)
+    message.conversation = _locked_conversation(user, message.conversation_id)
+    return message
+
+
+def _parent(conversation: Conversation, user: User, parent_id: UUID | str | None) -> Message | None:
+    if parent_id is None:
+        parent = conversation.current_leaf
+    else:
+        parent = selectors.message_get(user=user, message_id=parent_id)
+        if parent.conversation_id != conversation.pk:
+            raise NotFound("Message not found.")
+    if parent is None:
+        return None
+    if parent.role != Message.Role.ASSISTANT:
+        raise InvalidInput("A message follows a reply.")
+    if not parent.is_finished:
+        raise InvalidInput("The reply is still being written: wait for it or stop it first.")
+    return parent
+
+
+def _queue_reply(conversation: Conversation, *, parent: Message, model: LLMModel, params: dict[str, Any]) -> Message:
+    reply = Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.QUEUED,
+        model=model.name,
+        params=params,
+    )
+    conversation.current_leaf = reply
+    conversation.save(update_fields=["current_leaf"])
+    transaction.on_commit(lambda: generate_reply.delay(str(reply.pk)))
+    return reply
+
+
+def _update(user: User, conversation_id: UUID | str, **fields: Any) -> Conversation:
+    with transaction.atomic():
+        conversation = _locked_conversation(user, conversation_id)
+        for name, value in fields.items():
+            setattr(conversation, name, value)
+        conversation.save(update_fields=list(fields))
+    return conversation

@@ -1,0 +1,113 @@
+"""Prometheus metrics of generations and engines.
+
+The web process serves them at /metrics (django-prometheus); an inference worker, which has no HTTP
+server, serves its own on DJINN_WORKER_METRICS_PORT when that is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from django.conf import settings
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+
+GENERATIONS_STARTED = Counter("djinn_generations_started_total", "Replies a worker began generating.", ["model"])
+GENERATIONS_FINISHED = Counter(
+    "djinn_generations_finished_total",
+    "Replies that ended, by status (completed, cancelled, failed).",
+    ["model", "status"],
+)
+GENERATION_TTFT = Histogram(
+    "djinn_generation_ttft_seconds",
+    "From the message's creation (queueing included) to its first token.",
+    ["model"],
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+GENERATION_DURATION = Histogram(
+    "djinn_generation_duration_seconds",
+    "From a worker taking a reply to its last token.",
+    ["model"],
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600),
+)
+GENERATION_TOKENS = Counter(
+    "djinn_generation_tokens_total",
+    "Tokens of finished replies, by kind (prompt, cached, completion).",
+    ["model", "kind"],
+)
+
+# Engine stats keys exported as gauges: name -> (metric, help).
+_ENGINE_GAUGES = {
+    "running": ("djinn_engine_running_sequences", "Sequences being decoded."),
+    "waiting": ("djinn_engine_waiting_sequences", "Sequences waiting for KV cache or a batch slot."),
+    "kv_blocks_used": ("djinn_engine_kv_blocks_used", "Paged KV cache blocks in use."),
+    "kv_blocks_total": ("djinn_engine_kv_blocks_total", "Paged KV cache blocks."),
+    "prefix_hit_rate": ("djinn_engine_prefix_cache_hit_rate", "Share of prompt tokens served from the prefix cache."),
+    "preemptions": ("djinn_engine_preemptions", "Sequences preempted (recomputed later) so far."),
+}
+
+
+class EngineCollector(Collector):
+    """Reads the stats of this process's engines at scrape time (none in the web process)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from inference.runtime import engine_stats
+
+        stats = engine_stats()
+        for key, (name, help_text) in _ENGINE_GAUGES.items():
+            family = GaugeMetricFamily(name, help_text, labels=["model"])
+            for model, values in stats.items():
+                family.add_metric([model], float(values.get(key, 0)))
+            yield family
+
+
+def generation_started(model: str) -> None:
+    GENERATIONS_STARTED.labels(model).inc()
+
+
+def generation_finished(
+    model: str,
+    status: str,
+    *,
+    ttft_ms: int | None = None,
+    duration_ms: int | None = None,
+    prompt_tokens: int = 0,
+    cached_tokens: int = 0,
+    completion_tokens: int = 0,
+) -> None:
+    GENERATIONS_FINISHED.labels(model, status).inc()
+    if ttft_ms is not None:
+        GENERATION_TTFT.labels(model).observe(ttft_ms / 1000)
+    if duration_ms is not None:
+        GENERATION_DURATION.labels(model).observe(duration_ms / 1000)
+    for kind, count in (("prompt", prompt_tokens), ("cached", cached_tokens), ("completion", completion_tokens)):
+        if count:
+            GENERATION_TOKENS.labels(model, kind).inc(count)
+
+
+_collector_registered = False
+
+
+def register_engine_collector() -> None:
+    global _collector_registered
+    if not _collector_registered:
+        REGISTRY.register(EngineCollector())
+        _collector_registered = True
+
+
+def start_worker_metrics_server() -> None:
+    """Serve this worker's metrics on DJINN_WORKER_METRICS_PORT (0: not at all)."""
+    register_engine_collector()
+    port = settings.DJINN_WORKER_METRICS_PORT
+    if not port:
+        return
+    try:
+        start_http_server(port)
+    except OSError as exc:  # e.g. a second worker on the same machine: it runs on without its own endpoint
+        logger.warning("Worker metrics not served on port %d: %s", port, exc)
+        return
+    logger.info("Worker metrics on port %d", port)

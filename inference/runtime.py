@@ -1,0 +1,122 @@
+"""The only door from the rest of Djinn to the engine.
+
+A process holds at most one Engine per model, created on first use and shared by every thread (the
+inference worker runs its tasks as threads, so one engine batches them all). The web process never
+loads weights: it only needs a model's tokenizer and context length, to refuse a prompt that cannot fit
+before anything is queued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from gguf import GGUFReader
+
+from inference.engine import Engine, ModelLoadError
+from inference.engine.paths import resolve_model_path
+from inference.engine.tokenizer import Tokenizer, load_tokenizer
+from inference.models import LLMModel
+from inference.registry import model_get, model_source
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+# Keyed by (name, source): after an admin points a model at new weights, the next request loads them;
+# the engine with the old weights lives on for the replies it is still producing.
+_engines: dict[tuple[str, str], Engine] = {}
+_tokenizers: dict[str, Tokenizer] = {}
+_own_context: dict[str, int] = {}
+
+
+def get_engine(model: LLMModel | None = None) -> Engine:
+    """This process's engine for ``model`` (None: the default model), loading it on first use.
+
+    Raises ModelLoadError when the weights cannot be loaded, LLMModel.DoesNotExist when there is no model.
+    """
+    model = model or model_get(None)
+    key = (model.name, model_source(model))
+    engine = _engines.get(key)
+    if engine is None:
+        with _lock:
+            engine = _engines.get(key)
+            if engine is None:
+                path = resolve_model_path(key[1] or None)
+                logger.info("Loading model %s from %s", model.name, path, extra={"model": model.name})
+                engine = Engine(path, device=settings.DJINN_DEVICE)
+                _engines[key] = engine
+    return engine
+
+
+def get_tokenizer(model: LLMModel | None = None) -> Tokenizer:
+    """The model's tokenizer, without loading its weights (or the loaded engine's own)."""
+    model = model or model_get(None)
+    source = model_source(model)
+    engine = _engines.get((model.name, source))
+    if engine is not None:
+        return engine.tokenizer
+    tokenizer = _tokenizers.get(source)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(resolve_model_path(source or None))
+        _tokenizers[source] = tokenizer
+    return tokenizer
+
+
+def context_length(model: LLMModel | None = None) -> int:
+    """Tokens a prompt plus its reply may span: the smallest of the registry's limit (when set), the
+    checkpoint's own, and, where this process has the engine loaded, its KV cache's capacity."""
+    model = model or model_get(None)
+    source = model_source(model)
+    limits = [_checkpoint_context(source)]
+    if model.context_length:
+        limits.append(model.context_length)
+    engine = _engines.get((model.name, source))
+    if engine is not None:
+        limits.append(engine.max_model_len)
+    return min(limits)
+
+
+def count_chat_tokens(messages: Sequence[Mapping[str, Any]], model: LLMModel | None = None) -> int:
+    """Prompt tokens of ``messages`` rendered with the model's chat template (generation prompt included)."""
+    return len(get_tokenizer(model).encode_chat(messages))
+
+
+def engine_stats() -> dict[str, dict[str, Any]]:
+    """Each loaded engine's stats, by model name."""
+    return {name: engine.stats() for (name, _source), engine in list(_engines.items())}
+
+
+def shutdown_engines() -> None:
+    """Stop every engine of this process (Celery's worker_shutdown); unfinished requests end "abort"."""
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.shutdown()
+
+
+def _checkpoint_context(source: str) -> int:
+    length = _own_context.get(source)
+    if length is None:
+        length = _read_checkpoint_context(resolve_model_path(source or None))
+        _own_context[source] = length
+    return length
+
+
+def _read_checkpoint_context(path: Path) -> int:
+    """max_position_embeddings from config.json, or <arch>.context_length from GGUF metadata (the engine's
+    loaders read the same keys, with the same 2048 fallback)."""
+    try:
+        if path.is_dir():
+            return int(json.loads((path / "config.json").read_text()).get("max_position_embeddings", 2048))
+        reader = GGUFReader(path)
+        arch = reader.fields["general.architecture"].contents()
+        field = reader.fields.get(f"{arch}.context_length")
+        return int(field.contents()) if field is not None else 2048
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"Could not read the context length of {path}: {exc}") from exc
