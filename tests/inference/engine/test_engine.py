@@ -53,16 +53,20 @@ def random_prompt(rng: random.Random, low: int, high: int) -> list[int]:
 
 def test_concurrent_requests_with_random_aborts_all_end_and_match_one_at_a_time_runs(engine: Engine) -> None:
     rng = random.Random(0)
-    jobs = [(random_prompt(rng, 1, 120), rng.randrange(1, 30), rng.random() < 0.25) for _ in range(40)]
+    # (prompt, max_tokens, abort after reading this many deltas: 99 = never)
+    jobs = [(random_prompt(rng, 1, 120), rng.randrange(1, 30), rng.choice([1, 3, 99, 99, 99])) for _ in range(40)]
     results: dict[int, list[RequestOutput]] = {}
 
     def client(indices: list[int]) -> None:
+        submitted = {
+            i: engine.submit(jobs[i][0], SamplingParams(temperature=0.0, max_tokens=jobs[i][1])) for i in indices
+        }
         for i in indices:
-            prompt, max_tokens, abort = jobs[i]
-            request_id = engine.submit(prompt, SamplingParams(temperature=0.0, max_tokens=max_tokens))
-            if abort:
-                engine.abort(request_id)
-            results[i] = collect(engine, request_id)
+            results[i] = []
+            for delta in engine.stream(submitted[i]):
+                results[i].append(delta)
+                if len(results[i]) == jobs[i][2]:
+                    engine.abort(submitted[i])
 
     threads = [threading.Thread(target=client, args=(list(range(k, 40, 4)),)) for k in range(4)]
     for thread in threads:
@@ -70,18 +74,19 @@ def test_concurrent_requests_with_random_aborts_all_end_and_match_one_at_a_time_
     for thread in threads:
         thread.join()
     stats = idle_stats(engine)
-    finished = [i for i in range(40) if results[i][-1].finish_reason != "abort"]
-    alone = {i: engine.generate(jobs[i][0], SamplingParams(temperature=0.0, max_tokens=jobs[i][1])) for i in finished}
+    alone = [engine.generate(prompt, SamplingParams(temperature=0.0, max_tokens=n)) for prompt, n, _ in jobs]
+    streamed = [[t for delta in results[i] for t in delta.token_ids] for i in range(40)]
+    ended = [results[i][-1].finish_reason for i in range(40)]
+    completed = [i for i in range(40) if ended[i] != "abort"]
 
-    assert all(results[i][-1].finish_reason in {"stop", "length", "abort"} for i in range(40))
-    assert [r.finish_reason for i in range(40) for r in results[i][:-1]] == [None] * sum(
+    assert set(ended) <= {"stop", "length", "abort"}
+    assert [delta.finish_reason for i in range(40) for delta in results[i][:-1]] == [None] * sum(
         len(results[i]) - 1 for i in range(40)
     )
-    assert {i: [t for r in results[i] for t in r.token_ids] for i in finished} == {
-        i: out.token_ids for i, out in alone.items()
-    }
-    assert {i: "".join(r.text for r in results[i]) for i in finished} == {i: out.text for i, out in alone.items()}
-    assert len(finished) >= 25
+    assert [streamed[i] for i in range(40)] == [alone[i].token_ids[: len(streamed[i])] for i in range(40)]
+    assert [streamed[i] for i in completed] == [alone[i].token_ids for i in completed]
+    assert ["".join(d.text for d in results[i]) for i in completed] == [alone[i].text for i in completed]
+    assert "abort" in ended
     assert stats["kv_blocks_used"] == 0
 
 
