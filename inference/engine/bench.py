@@ -55,11 +55,12 @@ def run_bench(model: str | Path | None, *, device: str = "auto", quick: bool = F
         results = _measure(engine, work, load_s)
     finally:
         engine.shutdown()
+    # Before llama.cpp loads its own copy of the model into this process.
+    results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     results["llama_cpp"], results["llama_cpp_tok_s"] = _llama_cpp(engine.model_path, work.new_tokens)
     ours = results["single_stream_tok_s"]
     theirs = results["llama_cpp_tok_s"]
     results["llama_cpp_ratio"] = round(ours / theirs, 3) if theirs else None
-    results["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     _print_table(results, out)
     out.write(json.dumps(results) + "\n")
     out.flush()
