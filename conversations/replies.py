@@ -286,6 +286,7 @@ class _Watcher:
             if not active:
                 continue
             try:
+                close_old_connections()  # this thread's connection, as Celery does for task threads
                 self.beat(active)
             except (DatabaseError, redis.RedisError):
                 # A blip must not end the heartbeats of every reply: try again next time.
@@ -293,7 +294,6 @@ class _Watcher:
 
     @staticmethod
     def beat(active: dict[UUID, Engine]) -> None:
-        close_old_connections()
         Message.objects.filter(pk__in=list(active), status=Message.Status.RUNNING).update(heartbeat_at=timezone.now())
         for message_id, engine in active.items():
             streams.heartbeat(message_id, ttl_s=round(HEARTBEAT_INTERVAL_S * 5))
