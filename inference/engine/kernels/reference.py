@@ -113,19 +113,25 @@ def paged_decode_attention_ref(
 
     block_tables (B, maxb) int32 padded with -1; context_lens (B,) int32. All sequences go through one
     gather and one attention call: K/V blocks are gathered into a padded (B, maxb·BS, KVH, hd) tensor and
-    positions at or past each context length are masked. A -1 pad is clamped to block 0, whose rows are
-    masked. index_select on a flat (NB, BS·KVH·hd) view is several times faster than advanced indexing.
+    positions at or past each context length are masked (a -1 pad is clamped to block 0, whose rows are
+    masked). A single sequence needs no mask: its K/V are gathered and sliced to its exact length.
     """
     B, H, hd = q.shape
     NB, BS, KVH, _ = k_cache.shape
     G = H // KVH
+    # Query head h reads kv head h // G, so the G heads sharing a kv head are consecutive: (B, KVH, G, hd).
+    q = q.view(B, KVH, G, hd)
+    if B == 1:
+        n = int(context_lens[0])
+        k = _gather(k_cache, block_tables[0], n).transpose(0, 1).unsqueeze(0)  # (1, KVH, n, hd)
+        v = _gather(v_cache, block_tables[0], n).transpose(0, 1).unsqueeze(0)
+        return F.scaled_dot_product_attention(q, k, v, scale=scale).view(B, H, hd)
     L = block_tables.shape[1] * BS
-    blocks = block_tables.view(-1).clamp(min=0)  # (B·maxb,)
+    blocks = block_tables.reshape(-1).clamp(min=0)  # (B·maxb,)
     k = k_cache.view(NB, -1).index_select(0, blocks).view(B, L, KVH, hd).transpose(1, 2)  # (B, KVH, L, hd)
     v = v_cache.view(NB, -1).index_select(0, blocks).view(B, L, KVH, hd).transpose(1, 2)  # (B, KVH, L, hd)
     valid = torch.arange(L, device=q.device) < context_lens.unsqueeze(1)  # (B, L)
-    # Query head h reads kv head h // G, so the G heads sharing a kv head are consecutive: (B, KVH, G, hd).
-    out = F.scaled_dot_product_attention(q.view(B, KVH, G, hd), k, v, attn_mask=valid.view(B, 1, 1, L), scale=scale)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=valid.view(B, 1, 1, L), scale=scale)
     return out.view(B, H, hd)
 
 
@@ -146,20 +152,30 @@ def paged_prefill_attention_ref(
     are never repeated.
     """
     _, H, hd = q.shape
-    NB, BS, KVH, _ = k_cache.shape
+    KVH = k_cache.shape[2]
     G = H // KVH
     out = torch.empty_like(q)
     start = 0
     for i, (q_len, ctx_len) in enumerate(zip(query_lens.tolist(), context_lens.tolist(), strict=True)):
-        blocks = block_tables[i, : (ctx_len + BS - 1) // BS]
-        k = k_cache.view(NB, -1).index_select(0, blocks).view(-1, KVH, hd)[:ctx_len].transpose(0, 1)  # (KVH, ctx, hd)
-        v = v_cache.view(NB, -1).index_select(0, blocks).view(-1, KVH, hd)[:ctx_len].transpose(0, 1)  # (KVH, ctx, hd)
-        # (q_len, H, hd) -> (KVH, G * q_len, hd): rows ordered (g, t).
-        qi = q[start : start + q_len].view(q_len, KVH, G, hd).permute(1, 2, 0, 3).reshape(KVH, G * q_len, hd)
+        k = _gather(k_cache, block_tables[i], ctx_len).transpose(0, 1).unsqueeze(0)  # (1, KVH, ctx, hd)
+        v = _gather(v_cache, block_tables[i], ctx_len).transpose(0, 1).unsqueeze(0)  # (1, KVH, ctx, hd)
+        # (q_len, H, hd) -> (1, KVH, G · q_len, hd), rows ordered (g, t). SDPA must get 4-D inputs: 3-D ones
+        # miss the fused CPU kernel and run several times slower.
+        qi = q[start : start + q_len].view(q_len, KVH, G, hd).permute(1, 2, 0, 3).reshape(1, KVH, G * q_len, hd)
         # Query t sits at absolute position ctx_len - q_len + t and sees keys 0 ... that position.
         query_pos = torch.arange(ctx_len - q_len, ctx_len, device=q.device)  # (q_len,)
         allowed = torch.arange(ctx_len, device=q.device) <= query_pos.unsqueeze(1)  # (q_len, ctx)
-        oi = F.scaled_dot_product_attention(qi, k, v, attn_mask=allowed.repeat(G, 1), scale=scale)  # (KVH, G*q_len, hd)
+        oi = F.scaled_dot_product_attention(qi, k, v, attn_mask=allowed.repeat(G, 1), scale=scale)
         out[start : start + q_len] = oi.view(KVH, G, q_len, hd).permute(2, 0, 1, 3).reshape(q_len, H, hd)
         start += q_len
     return out
+
+
+def _gather(cache: torch.Tensor, block_table: torch.Tensor, n: int) -> torch.Tensor:
+    """The first n cached rows of one sequence: cache (NB, BS, KVH, hd), block_table (maxb,) -> (n, KVH, hd).
+
+    index_select on a flat (NB, BS·KVH·hd) view is several times faster than advanced indexing.
+    """
+    NB, BS, KVH, hd = cache.shape
+    blocks = block_table[: (n + BS - 1) // BS]
+    return cache.view(NB, -1).index_select(0, blocks).view(-1, KVH, hd)[:n]
