@@ -22,7 +22,7 @@ from uuid import UUID
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -173,7 +173,8 @@ class _Reply:
                     self.seq = self.writer.delta(text)
                 if output.finish_reason is not None:
                     return output
-                if streams.cancel_requested(self.message.pk):
+                # The writer read the flag with the delta; only a textless step needs a round trip of its own.
+                if self.writer.cancel_requested if text else streams.cancel_requested(self.message.pk):
                     engine.abort(self.id)
                 if time.monotonic() - last_save >= PARTIAL_SAVE_INTERVAL_S:
                     last_save = time.monotonic()
@@ -286,11 +287,14 @@ class _Watcher:
             if not active:
                 continue
             try:
-                close_old_connections()  # this thread's connection, as Celery does for task threads
                 self.beat(active)
             except (DatabaseError, redis.RedisError):
                 # A blip must not end the heartbeats of every reply: try again next time.
                 logger.warning("Reply heartbeat failed", exc_info=True)
+            finally:
+                # One short query every few seconds: holding a connection open in between would pin a
+                # server slot (and a PgBouncer one) for the life of the process.
+                connection.close()
 
     @staticmethod
     def beat(active: dict[UUID, Engine]) -> None:

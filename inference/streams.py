@@ -44,6 +44,8 @@ def _heartbeat_key(generation_id: UUID | str) -> str:
 class StreamWriter:
     """Appends events to one generation's stream, continuing after whatever it already holds.
 
+    Each append also reads the cancel flag in the same round trip: ``cancel_requested`` says whether it was
+    set at the last append, so a worker checks it for every delta at no extra cost.
     Not shared between threads: one writer per generation per task.
     """
 
@@ -52,6 +54,7 @@ class StreamWriter:
         self.key = stream_key(generation_id)
         self._redis = client or get_redis()
         self.seq = self._last_seq()
+        self.cancel_requested = False
 
     def delta(self, text: str) -> int:
         """Append a piece of the reply; returns its seq."""
@@ -84,8 +87,9 @@ class StreamWriter:
             pipe = self._redis.pipeline(transaction=True)
             pipe.xadd(self.key, {"event": json.dumps(event)}, id=f"0-{seq}")
             pipe.expire(self.key, STREAM_TTL_S)
+            pipe.exists(_cancel_key(self.generation_id))
             try:
-                pipe.execute()
+                _added, _expiring, cancel = pipe.execute()
             except redis.ResponseError as exc:
                 # Another writer (the stale-generation sweeper) appended meanwhile: go on after it, so
                 # ids stay dense and no event is overwritten.
@@ -94,6 +98,7 @@ class StreamWriter:
                 self.seq = self._last_seq()
                 continue
             self.seq = seq
+            self.cancel_requested = bool(cancel)
             return seq
         raise RuntimeError(f"Could not append to {self.key}: other writers keep appending.")
 

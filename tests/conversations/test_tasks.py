@@ -12,9 +12,10 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from config.celery import app
 from conversations import prompts, replies, services, titles
 from conversations.models import Conversation, Message
-from conversations.tasks import generate_reply, sweep_stale_generations
+from conversations.tasks import generate_reply, generate_title, sweep_stale_generations
 from inference import runtime, streams
 from inference.engine import SamplingParams
 from inference.models import LLMModel
@@ -342,3 +343,37 @@ def test_the_title_task_leaves_a_title_the_user_chose(user):
     titles.title_generate(reply.conversation_id)
 
     assert Conversation.objects.get(pk=reply.conversation_id).title == "Mine"
+
+
+@pytest.mark.parametrize(
+    ("task", "queue"),
+    [(generate_reply, "inference"), (generate_title, "inference"), (sweep_stale_generations, "default")],
+)
+def test_tasks_are_routed_to_their_queues(task, queue):
+    route = app.amqp.router.route(task._get_exec_options(), task.name)
+
+    assert route["queue"].name == queue
+
+
+def test_partial_text_is_saved_while_the_reply_streams(user, monkeypatch):
+    reply = queued_reply(user, params={"temperature": 0, "max_tokens": 40})
+    monkeypatch.setattr(replies, "PARTIAL_SAVE_INTERVAL_S", 0)
+    saved = []
+    save_partial = replies._Reply._save_partial
+
+    def save_and_look(self, output):
+        result = save_partial(self, output)
+        saved.append(Message.objects.values_list("status", "content", "content_seq").get(pk=reply.pk))
+        return result
+
+    monkeypatch.setattr(replies._Reply, "_save_partial", save_and_look)
+
+    replies.generate(reply.pk)
+
+    reply.refresh_from_db()
+    stream = events(reply)
+    assert len(saved) > 10
+    for status, content, seq in saved:
+        assert status == Message.Status.RUNNING
+        assert content == "".join(e["text"] for e in stream[:seq])
+    assert reply.content.startswith(saved[-1][1])

@@ -161,3 +161,14 @@ def test_heartbeat_says_alive_until_its_ttl_runs_out(gen_id):
     assert streams.worker_alive(gen_id)
     time.sleep(1.1)
     assert not streams.worker_alive(gen_id)
+
+
+def test_each_append_reports_whether_cancel_was_requested(gen_id):
+    writer = streams.StreamWriter(gen_id)
+    writer.delta("a")
+    before = writer.cancel_requested
+
+    streams.request_cancel(gen_id)
+    writer.delta("b")
+
+    assert (before, writer.cancel_requested) == (False, True)
