@@ -20,7 +20,7 @@ from gguf import GGUFReader
 
 from inference.engine import Engine, ModelLoadError
 from inference.engine.paths import resolve_model_path
-from inference.engine.tokenizer import Tokenizer, load_tokenizer
+from inference.engine.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf
 from inference.models import LLMModel
 from inference.registry import model_get, model_source
 
@@ -30,8 +30,7 @@ _lock = threading.Lock()
 # Keyed by (name, source): after an admin points a model at new weights, the next request loads them;
 # the engine with the old weights lives on for the replies it is still producing.
 _engines: dict[tuple[str, str], Engine] = {}
-_tokenizers: dict[str, Tokenizer] = {}
-_own_context: dict[str, int] = {}
+_checkpoint_infos: dict[str, tuple[Tokenizer, int]] = {}
 
 
 def get_engine(model: LLMModel | None = None) -> Engine:
@@ -60,11 +59,7 @@ def get_tokenizer(model: LLMModel | None = None) -> Tokenizer:
     engine = _engines.get((model.name, source))
     if engine is not None:
         return engine.tokenizer
-    tokenizer = _tokenizers.get(source)
-    if tokenizer is None:
-        tokenizer = load_tokenizer(resolve_model_path(source or None))
-        _tokenizers[source] = tokenizer
-    return tokenizer
+    return _checkpoint_info(source)[0]
 
 
 def context_length(model: LLMModel | None = None) -> int:
@@ -72,13 +67,20 @@ def context_length(model: LLMModel | None = None) -> int:
     checkpoint's own, and, where this process has the engine loaded, its KV cache's capacity."""
     model = model or model_get(None)
     source = model_source(model)
-    limits = [_checkpoint_context(source)]
-    if model.context_length:
-        limits.append(model.context_length)
     engine = _engines.get((model.name, source))
     if engine is not None:
-        limits.append(engine.max_model_len)
+        limits = [engine.config.max_position_embeddings, engine.max_model_len]
+    else:
+        limits = [_checkpoint_info(source)[1]]
+    if model.context_length:
+        limits.append(model.context_length)
     return min(limits)
+
+
+def warm_up(model: LLMModel | None = None) -> None:
+    """Read the model's tokenizer and context length now rather than on the first message (a GGUF file
+    takes seconds to parse). For a web process to call at start, in a background thread."""
+    get_tokenizer(model)
 
 
 def count_chat_tokens(messages: Sequence[Mapping[str, Any]], model: LLMModel | None = None) -> int:
@@ -100,23 +102,26 @@ def shutdown_engines() -> None:
         engine.shutdown()
 
 
-def _checkpoint_context(source: str) -> int:
-    length = _own_context.get(source)
-    if length is None:
-        length = _read_checkpoint_context(resolve_model_path(source or None))
-        _own_context[source] = length
-    return length
+def _checkpoint_info(source: str) -> tuple[Tokenizer, int]:
+    """(tokenizer, max_position_embeddings) of a checkpoint, read once per process."""
+    info = _checkpoint_infos.get(source)
+    if info is None:
+        with _lock:
+            info = _checkpoint_infos.get(source) or _read_checkpoint_info(resolve_model_path(source or None))
+            _checkpoint_infos[source] = info
+    return info
 
 
-def _read_checkpoint_context(path: Path) -> int:
-    """max_position_embeddings from config.json, or <arch>.context_length from GGUF metadata (the engine's
-    loaders read the same keys, with the same 2048 fallback)."""
+def _read_checkpoint_info(path: Path) -> tuple[Tokenizer, int]:
+    """The engine's loaders read the same keys, with the same 2048 fallback. A GGUF file is parsed once
+    for both (parsing is the slow part)."""
     try:
         if path.is_dir():
-            return int(json.loads((path / "config.json").read_text()).get("max_position_embeddings", 2048))
+            config = json.loads((path / "config.json").read_text())
+            return load_tokenizer(path), int(config.get("max_position_embeddings", 2048))
         reader = GGUFReader(path)
         arch = reader.fields["general.architecture"].contents()
         field = reader.fields.get(f"{arch}.context_length")
-        return int(field.contents()) if field is not None else 2048
+        return tokenizer_from_gguf(reader, origin=str(path)), int(field.contents()) if field is not None else 2048
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelLoadError(f"Could not read the context length of {path}: {exc}") from exc
+        raise ModelLoadError(f"Could not read the tokenizer and context length of {path}: {exc}") from exc
