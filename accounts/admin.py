@@ -3,14 +3,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from accounts import ratelimit
-from accounts.models import User
+from accounts import api_keys, ratelimit, services
+from accounts.models import ApiKey, User
 
 
 class UserCreationAdminForm(AdminUserCreationForm):
@@ -45,6 +46,42 @@ class UserAdmin(BaseUserAdmin):
     @admin.display(boolean=True, description="verified", ordering="email_verified_at")
     def email_verified(self, obj: User) -> bool:
         return obj.email_verified
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are seen and revoked here, never created (the secret would have nowhere safe to go) and never
+    shown: only the prefix is stored in clear, and the hash stays out of every page."""
+
+    list_display = ("prefix", "name", "user", "created_at", "last_used_at", "active", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("prefix", "name", "user__email", "user__display_name")
+    list_select_related = ("user",)
+    ordering = ("-created_at",)
+    fields = ("prefix", "name", "user", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    @admin.display(boolean=True, description="active", ordering="revoked_at")
+    def active(self, obj: ApiKey) -> bool:
+        return obj.is_active
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        revoked = sum(services.api_key_revoke(api_key=api_key) for api_key in queryset)
+        self.message_user(request, f"Revoked {revoked} API key{'' if revoked == 1 else 's'}.", messages.SUCCESS)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[ApiKey], search_term: str
+    ) -> tuple[QuerySet[ApiKey], bool]:
+        # A whole key pasted into the search box (a leaked one, say) finds its row by the prefix it starts with.
+        term = search_term.strip()
+        if term.startswith(f"{api_keys.SCHEME}_"):
+            term = term[: api_keys.PREFIX_LENGTH]
+        return super().get_search_results(request, queryset, term)
 
 
 def _rate_limited(login_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -8,6 +8,8 @@ from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, Permis
 from django.db import models
 from django.utils import timezone
 
+from accounts import api_keys
+
 
 def normalize_email(email: str) -> str:
     """E-mail addresses are compared case-insensitively, so they are stored lower-cased."""
@@ -72,3 +74,30 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def get_short_name(self) -> str:
         return self.display_name or self.email.split("@")[0]
+
+
+class ApiKey(models.Model):
+    """A key for the API. Only its public prefix and the SHA-256 of the whole key are stored (accounts.api_keys)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=api_keys.NAME_MAX_LENGTH, blank=True)
+    prefix = models.CharField(
+        max_length=api_keys.PREFIX_LENGTH, unique=True, editable=False, help_text='Public id: "djn_" + 8 characters.'
+    )
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Written at most once a minute per key (accounts.services.api_key_mark_used), so it may lag by that much.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "API key"
+        indexes = [models.Index(fields=["user", "-created_at"], name="apikey_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})" if self.name else f"{self.prefix}…"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -1,4 +1,4 @@
-"""Account writes: sign-up, e-mail verification and change, profile, password, deletion.
+"""Account writes: sign-up, e-mail verification and change, profile, password, deletion, API keys.
 
 E-mails go out after the transaction commits, so a rolled-back write never mails a link to an
 account that does not exist. A failed send is logged and does not undo the write: the banner and the
@@ -17,14 +17,15 @@ from functools import partial
 from typing import Any
 from urllib.parse import urljoin
 
+from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from accounts import tokens
-from accounts.models import User, normalize_email
+from accounts import api_keys, tokens
+from accounts.models import ApiKey, User, normalize_email
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +136,50 @@ def user_delete(*, user: User) -> None:
     user_id = user.pk
     user.delete()
     logger.info("account deleted", extra={"user_id": user_id})
+
+
+# API keys ------------------------------------------------------------------------------------------
+
+
+def api_key_create(*, user: User, name: str = "") -> tuple[ApiKey, str]:
+    """Create a key for ``user``; return it with the whole key, which exists only in this return value.
+
+    The caller shows the key once and forgets it: only its prefix and hash are stored.
+    """
+    for _attempt in range(3):
+        new = api_keys.key_generate()
+        try:
+            with transaction.atomic():
+                api_key = ApiKey.objects.create(user=user, name=name.strip(), prefix=new.prefix, key_hash=new.key_hash)
+        except IntegrityError:  # the prefix is taken (1 in 62**8 per existing key): draw again
+            continue
+        logger.info("api key created", extra={"user_id": user.pk, "api_key_id": api_key.pk})
+        return api_key, new.key
+    raise RuntimeError("Could not find a free API key prefix in 3 tries; is the random source broken?")
+
+
+def api_key_revoke(*, api_key: ApiKey) -> bool:
+    """Revoke ``api_key`` at once: the next request that presents it fails. True when this call revoked it,
+    False when it already was. The caller has checked that the key is the acting user's (or an admin acts)."""
+    now = timezone.now()
+    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now) == 1
+    if revoked:
+        api_key.revoked_at = now
+        logger.info("api key revoked", extra={"user_id": api_key.user_id, "api_key_id": api_key.pk})
+    return revoked
+
+
+def api_key_mark_used(*, api_key: ApiKey) -> None:
+    """Record that ``api_key`` authenticated a request, writing at most once per LAST_USED_INTERVAL_S.
+
+    A Redis key (SET NX EX) guards the write, so a burst of requests costs one UPDATE, not one each.
+    """
+    guard = f"api-key-used:{api_key.pk}"
+    if not cache.add(guard, 1, timeout=api_keys.LAST_USED_INTERVAL_S):
+        return
+    now = timezone.now()
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    api_key.last_used_at = now
 
 
 def _mail_after_commit(*, to: str, template: str, context: dict[str, Any]) -> None:
