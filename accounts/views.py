@@ -12,7 +12,7 @@ from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseServerError, QueryDict
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseServerError, QueryDict
 from django.shortcuts import redirect, render, resolve_url
 from django.template import loader
 from django.urls import reverse_lazy
@@ -21,7 +21,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
 
-from accounts import forms, ratelimit, services, tokens
+from accounts import forms, ratelimit, selectors, services, tokens
+from accounts.api_keys import ApiKeyCreateForm
+from accounts.models import ApiKey
 from accounts.selectors import user_can_chat
 
 # Home --------------------------------------------------------------------------------------------
@@ -207,6 +209,40 @@ def settings_delete(request: HttpRequest) -> HttpResponse:
         messages.info(request, "Your account and everything in it have been deleted.")
         return redirect("home")
     return render(request, "accounts/settings/delete.html", {"form": form, "section": "delete"})
+
+
+@never_cache  # the page that shows a new key must not be kept by the browser or a proxy
+@login_required
+@require_http_methods(["GET", "POST"])
+def settings_api_keys(request: HttpRequest) -> HttpResponse:
+    """The user's keys and a form for a new one. The new key is in the POST's response only, never
+    stored or redirected with, so it is shown exactly once."""
+    form = ApiKeyCreateForm(_posted(request))
+    new_key = None
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        _api_key, new_key = services.api_key_create(user=request.user, name=form.cleaned_data["name"])
+        form = ApiKeyCreateForm()
+        status = 201
+    context = {
+        "form": form,
+        "new_key": new_key,
+        "api_keys": selectors.api_key_list(user=request.user),
+        "section": "api_keys",
+    }
+    return render(request, "accounts/settings/api_keys.html", context, status=status)
+
+
+@login_required
+@require_POST
+def settings_api_key_revoke(request: HttpRequest, api_key_id: int) -> HttpResponse:
+    try:
+        api_key = selectors.api_key_get(user=request.user, api_key_id=api_key_id)
+    except ApiKey.DoesNotExist:
+        raise Http404("No such API key.") from None
+    services.api_key_revoke(api_key=api_key)
+    messages.success(request, f"Key {api_key.prefix}… revoked. Requests that use it now fail.")
+    return redirect("accounts:settings_api_keys")
 
 
 # Password reset (Django's views) -----------------------------------------------------------------
