@@ -56,6 +56,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from our own static files (no CDN)
     "channels",
     "accounts",
     "conversations",
@@ -253,8 +255,30 @@ DJINN_WORKER_METRICS_PORT = env_int("DJINN_WORKER_METRICS_PORT", 0, minimum=0)
 # REST framework -------------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # The API key class comes first: DRF takes the WWW-Authenticate header from the first class, and
+    # "Bearer" there makes an unauthenticated request a 401 rather than a 403.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Djinn API",
+    "DESCRIPTION": (
+        "OpenAI-compatible endpoints under /v1 (use the official openai SDK with base_url=<host>/v1) and "
+        "Djinn's own REST API under /api/v1. Authenticate with `Authorization: Bearer <API key>`; "
+        "create keys in Settings → API keys."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/(api/)?v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Logging --------------------------------------------------------------------------------------------

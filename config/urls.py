@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
-from config import health
+from config import api, health
 from conversations import views as chat_views
 
 urlpatterns = [
@@ -12,6 +12,9 @@ urlpatterns = [
     path("metrics", health.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("api/v1/", include("accounts.api.urls")),
+    path("api/", include(api.urlpatterns)),
+    path("developers/", api.developers, name="developers"),
     path("", chat_views.home, name="home"),
     path("", include("conversations.urls")),
 ]
