@@ -154,7 +154,7 @@ EOF
 fi
 
 if "$PY" -c "import inference.engine.bench" 2>/dev/null; then
-    step bench 400 "$PY" -m inference.engine bench --device cuda "${MODEL_ARGS[@]}"
+    step bench 400 "$PY" -m inference.engine bench --device cuda ${MODEL_ARGS[@]+"${MODEL_ARGS[@]}"}
 else
     say "bench: python -m inference.engine bench is not importable here, skipped"
 fi

@@ -1,4 +1,4 @@
-"""Helpers shared by the Triton kernel wrappers. Imports no Triton, so reference.py may use it too."""
+"""Helpers shared by the Triton kernel wrappers (this module itself imports no Triton)."""
 
 from __future__ import annotations
 

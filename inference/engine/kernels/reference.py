@@ -20,7 +20,7 @@ def rms_norm_ref(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """out = x / rms(x) * weight, after adding ``residual`` to ``x`` when given.
 
-    x, residual: (T, D); weight: (D,). Returns (out (T, D), the normalised input (T, D)).
+    x, residual: (T, D); weight: (D,). Returns (out (T, D), the sum that was normalised (T, D): the next residual).
     F.rms_norm computes the statistics in float32 for bf16/fp16 inputs and is one fused op on CPU.
     """
     if residual is not None:
