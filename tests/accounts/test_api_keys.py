@@ -185,6 +185,18 @@ def test_a_burst_of_requests_writes_last_used_at_once(user):
     assert api_key.last_used_at is not None
 
 
+def test_concurrent_requests_that_read_the_key_before_its_first_write_still_write_once(user):
+    api_key, _ = services.api_key_create(user=user)
+    as_each_request_read_it = [ApiKey.objects.get(pk=api_key.pk) for _ in range(10)]  # last_used_at empty on all
+
+    with CaptureQueriesContext(connection) as queries:
+        for copy in as_each_request_read_it:
+            services.api_key_mark_used(api_key=copy)
+
+    updates = [query["sql"] for query in queries if query["sql"].startswith('UPDATE "accounts_apikey"')]
+    assert len(updates) == 1
+
+
 def test_a_key_used_again_after_the_interval_records_the_new_time(user, monkeypatch):
     monkeypatch.setattr(api_keys, "LAST_USED_INTERVAL_S", 1)
     api_key, key = services.api_key_create(user=user)
