@@ -88,8 +88,8 @@ def test_send_merges_request_params_over_the_model_defaults(user):
     assert turn.assistant_message.params == {"temperature": 0.2, "top_p": 0.9, "max_tokens": 50, "seed": 7}
 
 
-def test_send_sets_model_and_system_prompt_of_the_conversation(user, conversation):
-    LLMModelFactory(name="other", is_default=False)
+def test_send_sets_model_and_system_prompt_of_the_conversation(user, conversation, chat_model_path):
+    LLMModelFactory(name="other", is_default=False, source=str(chat_model_path))
 
     turn = send(user, conversation_id=conversation.pk, model="other", system_prompt="  Be brief.  ")
 
