@@ -7,6 +7,9 @@ they run compiled on CUDA tensors (scripts/gpu_check.sh).
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -254,3 +257,75 @@ def _copy_layout(
         for pos in range(len(rows)):
             cache[int(block_tables[i, pos // block_size]), pos % block_size] = rows[pos]
     return cache
+
+
+# Compiled for Hopper (sm_90) without a GPU: Triton lowers each kernel to PTX and runs the bundled ptxas, so a
+# kernel that only the interpreter accepts fails here, in CI, not on a lent GPU machine. It needs a process
+# without TRITON_INTERPRET, hence the subprocess.
+COMPILE_ALL_KERNELS = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from inference.engine.kernels import kv_store, paged_attention as pa, rmsnorm, rope, silu_mul
+
+
+def compile_for_hopper(kernel, pointers, constexprs, floats=()):
+    kinds = {name: pointers.get(name, "fp32" if name in floats else "i32") for name in kernel.arg_names}
+    kinds.update({name: "constexpr" for name in constexprs})
+    triton.compile(ASTSource(kernel, kinds, constexprs), target=GPUTarget("cuda", 90, 32))
+
+
+bf = "*bf16"
+attn = {"q_ptr": bf, "k_cache_ptr": bf, "v_cache_ptr": bf, "block_tables_ptr": "*i32", "context_lens_ptr": "*i32"}
+compile_for_hopper(
+    rmsnorm._rms_norm_kernel,
+    dict.fromkeys(["x_ptr", "residual_ptr", "weight_ptr", "out_ptr", "residual_out_ptr"], bf),
+    {"HAS_RESIDUAL": True, "BLOCK_D": 1024},
+    floats=("eps",),
+)
+compile_for_hopper(
+    rope._rope_kernel,
+    {**dict.fromkeys(["q_ptr", "k_ptr", "q_out_ptr", "k_out_ptr"], bf), "positions_ptr": "*i64",
+     "cos_sin_ptr": "*fp32"},
+    {"HALF": 32, "BLOCK_H": 16, "BLOCK_KVH": 4},
+)
+compile_for_hopper(silu_mul._silu_and_mul_kernel, {"x_ptr": bf, "out_ptr": bf}, {"BLOCK": 1024})
+compile_for_hopper(
+    kv_store._store_kv_kernel,
+    {**dict.fromkeys(["k_ptr", "v_ptr", "k_cache_ptr", "v_cache_ptr"], bf), "slot_mapping_ptr": "*i64"},
+    {"HD": 64, "BLOCK_KVH": 4},
+)
+for single in (True, False):
+    compile_for_hopper(
+        pa._decode_partition_kernel,
+        {**attn, "out_ptr": bf if single else "*fp32", "m_ptr": "*fp32", "denom_ptr": "*fp32"},
+        {"HD": 64, "BLOCK_G": 16, "BLOCK": 64, "PARTITION": 256, "SINGLE_PARTITION": single, "DOT_FP32": False},
+        floats=("scale_log2",),
+    )
+compile_for_hopper(
+    pa._decode_reduce_kernel,
+    {"partial_ptr": "*fp32", "m_ptr": "*fp32", "denom_ptr": "*fp32", "context_lens_ptr": "*i32", "out_ptr": bf},
+    {"HD": 64, "BLOCK_P": 4, "PARTITION": 256},
+)
+compile_for_hopper(
+    pa._prefill_kernel,
+    {**attn, "query_starts_ptr": "*i32", "query_lens_ptr": "*i32", "out_ptr": bf},
+    {"HD": 128, "BLOCK_Q": 32, "BLOCK": 64, "DOT_FP32": False},
+    floats=("scale_log2",),
+)
+print("all kernels compiled")
+"""
+
+
+def test_every_kernel_compiles_for_hopper(tmp_path: Path) -> None:
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile for real, never from an earlier run's cache
+    repo_root = Path(__file__).resolve().parents[3]
+
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE_ALL_KERNELS], cwd=repo_root, env=env, capture_output=True, text=True, timeout=300
+    )
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "all kernels compiled" in result.stdout
