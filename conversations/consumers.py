@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from conversations import presenters, selectors, services
-from conversations.errors import ConversationError, InvalidInput
+from conversations.errors import ConversationError, InvalidInput, NotFound
 from conversations.models import Conversation, Message
 from inference import streams
 
@@ -211,9 +211,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         frame["client_id"] = client_id if isinstance(client_id, str) else None
         await self.send_json(frame)
         await self.send_branch(turn.conversation)
-        # Other tabs of this user move the conversation to the top of their list.
+        # The user's other tabs move the conversation to the top of their list (this one knows already).
         await self.channel_layer.group_send(
-            self.group, {"type": "conversation.updated", "conversation": frame["conversation"]}
+            self.group,
+            {"type": "conversation.updated", "conversation": frame["conversation"], "except": self.channel_name},
         )
         self.watch(str(turn.assistant_message.id), 0)
 
@@ -229,6 +230,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # Channel-layer events from the group (this user's tabs and the title task).
 
     async def conversation_updated(self, event: dict[str, Any]) -> None:
+        if event.get("except") == self.channel_name:
+            return
         await self.send_json({"type": "conversation.updated", "conversation": event["conversation"]})
 
     async def conversation_deleted(self, event: dict[str, Any]) -> None:
@@ -258,11 +261,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _forward(self, generation_id: str, after: int) -> None:
         last = after
+        # The first read does not wait, so a finished reply whose stream has expired ends at once.
+        block_ms: int | None = None
         while True:
-            events = await streams.aread_events(generation_id, after=last, block_ms=WATCH_BLOCK_MS)
+            events = await streams.aread_events(generation_id, after=last, block_ms=block_ms)
             if not events:
                 if await self._finished_without_events(generation_id, last):
                     return
+                block_ms = WATCH_BLOCK_MS
                 continue
             for event in events:
                 last = event["seq"]
@@ -277,7 +283,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         elif event["type"] == "done":
             frame["finish_reason"] = event.get("finish_reason")
             frame["usage"] = event.get("usage")
-            frame["message"] = await db(_message_dict)(user=self.user, message_id=generation_id)
+            try:
+                frame["message"] = await db(_message_dict)(user=self.user, message_id=generation_id)
+            except NotFound:
+                frame["message"] = None  # deleted meanwhile: the event still ends the reply
         else:
             frame["message"] = event.get("message") or "The reply could not be generated."
             frame["code"] = event.get("code") or "generation_failed"
@@ -286,7 +295,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _finished_without_events(self, generation_id: str, last: int) -> bool:
         """After a quiet wait: if the message is finished and its stream has nothing more (expired, or
         never written), end the watch with the saved message, as a done or error event."""
-        message = await db(selectors.generation_get)(user=self.user, generation_id=generation_id)
+        try:
+            message = await db(selectors.generation_get)(user=self.user, generation_id=generation_id)
+        except NotFound as exc:  # deleted meanwhile (its conversation, from another tab)
+            await self.send_error(exc.code, exc.message)
+            return True
         if not message.is_finished:
             return False
         if await streams.aread_events(generation_id, after=last):

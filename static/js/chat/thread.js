@@ -120,6 +120,8 @@ export class Thread {
     } else if (error) {
       view.message.status = "failed";
       view.message.error = error;
+    } else {
+      view.message.status = "completed"; // ended, but its saved state is gone (deleted meanwhile)
     }
     view.article.setAttribute("aria-busy", "false");
     this.#renderBody(view);

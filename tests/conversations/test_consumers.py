@@ -1,0 +1,524 @@
+"""The chat WebSocket (/ws/chat/) through the real ASGI stack: session auth, origin check, real Redis
+streams and channel layer, PostgreSQL.
+
+The reply worker is not part of these tests: each test writes the generation's stream itself with
+StreamWriter, as the worker would, so it controls exactly which events exist when. The task the services
+enqueue is recorded instead of sent to a broker nobody here consumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+from django.test import Client
+
+from config.asgi import application
+from conversations import services
+from conversations.models import Conversation, Message
+from inference import streams
+from inference.redis import get_redis
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 5  # seconds to wait for one frame
+
+
+@pytest.fixture(autouse=True)
+def _setup(llm_model, settings, monkeypatch) -> None:
+    # llm_model: the default registry entry, its tokenizer (which counts prompt tokens) the tiny model's.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The consumer queries from pool threads; without persistent connections each closes its own after
+    # use, so none is left open on the test database when it is dropped.
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
+
+
+@pytest.fixture(autouse=True)
+def queued(monkeypatch) -> list[str]:
+    """Ids of the replies the services asked a worker for."""
+    ids: list[str] = []
+
+    class RecordingTask:
+        @staticmethod
+        def delay(message_id: str) -> None:
+            ids.append(message_id)
+
+    monkeypatch.setattr(services, "generate_reply", RecordingTask)
+    return ids
+
+
+@pytest.fixture
+def user():
+    return UserFactory()
+
+
+def session_cookie(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies["sessionid"].value
+
+
+@asynccontextmanager
+async def chat_socket(user=None, *, origin: str = "http://localhost") -> AsyncIterator[WebsocketCommunicator]:
+    headers = [(b"origin", origin.encode()), (b"host", b"localhost")]
+    if user is not None:
+        cookie = await database_sync_to_async(session_cookie)(user)
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
+    socket = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
+    connected, _ = await socket.connect(timeout=TIMEOUT)
+    assert connected
+    try:
+        yield socket
+    finally:
+        await socket.disconnect()
+
+
+async def receive(socket: WebsocketCommunicator) -> dict:
+    return await socket.receive_json_from(timeout=TIMEOUT)
+
+
+async def receive_until(socket: WebsocketCommunicator, type_: str) -> list[dict]:
+    """Frames up to and including the first of ``type_``."""
+    frames = [await receive(socket)]
+    while frames[-1]["type"] != type_:
+        frames.append(await receive(socket))
+    return frames
+
+
+async def send_message(socket: WebsocketCommunicator, content: str = "Hello there", **fields) -> dict:
+    """Send a message; returns turn.created after checking that the branch follows it."""
+    await socket.send_json_to({"type": "message.send", "client_id": "c1", "content": content, **fields})
+    turn = await receive(socket)
+    assert turn["type"] == "turn.created", turn
+    branch = await receive(socket)
+    assert branch["type"] == "conversation.branch", branch
+    return turn
+
+
+def finish_reply(generation_id: str, text: str, *, status: str = "completed", finish_reason: str = "stop") -> None:
+    """Save the reply as the worker does before it writes its done event."""
+    Message.objects.filter(pk=generation_id).update(
+        content=text, status=status, finish_reason=finish_reason, completion_tokens=3
+    )
+
+
+async def complete(socket: WebsocketCommunicator, generation_id: str, text: str) -> None:
+    """Finish a reply as the worker would (saved, then its done event) and read it to the end."""
+    await database_sync_to_async(finish_reply)(generation_id, text)
+    streams.StreamWriter(generation_id).done(finish_reason="stop", usage=None)
+    done = await receive_until(socket, "generation.done")
+    assert done[-1]["id"] == generation_id
+
+
+def run(scenario) -> None:
+    async_to_sync(scenario)()
+
+
+@pytest.fixture(autouse=True)
+def _drop_streams():
+    yield
+    client = get_redis()
+    for key in client.scan_iter("djinn:gen:*"):
+        client.delete(key)
+
+
+# Connecting ---------------------------------------------------------------------------------------
+
+
+def test_an_unauthenticated_socket_is_closed_with_4401():
+    async def scenario():
+        socket = WebsocketCommunicator(application, "/ws/chat/", headers=[(b"origin", b"http://localhost")])
+        await socket.connect(timeout=TIMEOUT)
+
+        closed = await socket.receive_output(timeout=TIMEOUT)
+
+        assert closed == {"type": "websocket.close", "code": 4401}
+
+    run(scenario)
+
+
+def test_a_cross_origin_socket_is_refused(user):
+    async def scenario():
+        cookie = await database_sync_to_async(session_cookie)(user)
+        socket = WebsocketCommunicator(
+            application,
+            "/ws/chat/",
+            headers=[(b"origin", b"https://evil.example"), (b"cookie", f"sessionid={cookie}".encode())],
+        )
+
+        connected, _ = await socket.connect(timeout=TIMEOUT)
+
+        assert not connected
+
+    run(scenario)
+
+
+# Sending and streaming ----------------------------------------------------------------------------
+
+
+def test_sending_a_message_answers_with_the_turn_then_the_branch(user, queued):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            await socket.send_json_to({"type": "message.send", "client_id": "abc", "content": "Hello there"})
+
+            turn = await receive(socket)
+            branch = await receive(socket)
+
+        assert turn["type"] == "turn.created"
+        assert turn["client_id"] == "abc"
+        assert turn["conversation"]["title"] == "Hello there"
+        assert turn["user_message"]["content"] == "Hello there"
+        assert turn["assistant_message"]["status"] == "queued"
+        assert queued == [turn["assistant_message"]["id"]]
+        assert branch["conversation"]["id"] == turn["conversation"]["id"]
+        assert [m["id"] for m in branch["messages"]] == [turn["user_message"]["id"], turn["assistant_message"]["id"]]
+
+    run(scenario)
+
+
+def test_reply_events_arrive_in_order_and_done_carries_the_saved_message(user):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            turn = await send_message(socket)
+            generation_id = turn["assistant_message"]["id"]
+            writer = streams.StreamWriter(generation_id)
+
+            writer.delta("Hel")
+            writer.delta("lo!")
+            await database_sync_to_async(finish_reply)(generation_id, "Hello!")
+            writer.done(finish_reason="stop", usage={"prompt_tokens": 9, "completion_tokens": 3})
+            frames = await receive_until(socket, "generation.done")
+
+        assert [(f["type"], f["seq"], f.get("text")) for f in frames] == [
+            ("generation.delta", 1, "Hel"),
+            ("generation.delta", 2, "lo!"),
+            ("generation.done", 3, None),
+        ]
+        assert all(f["id"] == generation_id for f in frames)
+        assert frames[-1]["finish_reason"] == "stop"
+        assert frames[-1]["usage"] == {"prompt_tokens": 9, "completion_tokens": 3}
+        assert frames[-1]["message"]["content"] == "Hello!"
+        assert frames[-1]["message"]["status"] == "completed"
+
+    run(scenario)
+
+
+def test_a_failed_reply_ends_with_an_error_event(user):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            turn = await send_message(socket)
+            generation_id = turn["assistant_message"]["id"]
+
+            streams.StreamWriter(generation_id).error(message="The model stopped working.")
+            frame = await receive(socket)
+
+        assert frame == {
+            "type": "generation.error",
+            "id": generation_id,
+            "seq": 1,
+            "message": "The model stopped working.",
+            "code": "generation_failed",
+        }
+
+    run(scenario)
+
+
+def test_a_reconnecting_client_gets_exactly_the_missing_events(user):
+    async def scenario():
+        async with chat_socket(user) as first:
+            turn = await send_message(first)
+            generation_id = turn["assistant_message"]["id"]
+            writer = streams.StreamWriter(generation_id)
+            for word in ("one ", "two ", "three "):
+                writer.delta(word)
+            seen = [await receive(first) for _ in range(2)]  # the tab goes away after seq 2
+        writer.delta("four ")
+        writer.delta("five")
+        await database_sync_to_async(finish_reply)(generation_id, "one two three four five")
+        writer.done(finish_reason="stop", usage=None)
+
+        async with chat_socket(user) as second:
+            await second.send_json_to({"type": "generation.watch", "id": generation_id, "after": seen[-1]["seq"]})
+            resumed = await receive_until(second, "generation.done")
+            assert await second.receive_nothing(timeout=0.3)
+
+        assert [f["seq"] for f in seen] == [1, 2]
+        assert [f["seq"] for f in resumed] == [3, 4, 5, 6]
+        text = "".join(f["text"] for f in seen + resumed if f["type"] == "generation.delta")
+        assert text == "one two three four five"
+
+    run(scenario)
+
+
+def test_watching_a_finished_reply_whose_stream_expired_ends_it_from_the_database(user):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            turn = await send_message(socket)
+        generation_id = turn["assistant_message"]["id"]
+        await database_sync_to_async(finish_reply)(generation_id, "Saved text")
+        get_redis().delete(streams.stream_key(generation_id))  # as if an hour had passed
+
+        async with chat_socket(user) as socket:
+            await socket.send_json_to({"type": "generation.watch", "id": generation_id, "after": 0})
+            frame = await receive(socket)
+
+        assert frame["type"] == "generation.done"
+        assert frame["message"]["content"] == "Saved text"
+
+    run(scenario)
+
+
+def test_cancel_sets_the_flag_for_a_running_reply(user):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            turn = await send_message(socket)
+            generation_id = turn["assistant_message"]["id"]
+            await database_sync_to_async(Message.objects.filter(pk=generation_id).update)(status="running")
+
+            await socket.send_json_to({"type": "generation.cancel", "id": generation_id})
+            assert await socket.receive_nothing(timeout=0.3)
+
+        assert streams.cancel_requested(generation_id)
+
+    run(scenario)
+
+
+def test_cancelling_a_reply_no_worker_took_ends_it_at_once(user):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            turn = await send_message(socket)
+            generation_id = turn["assistant_message"]["id"]
+
+            await socket.send_json_to({"type": "generation.cancel", "id": generation_id})
+            frame = await receive(socket)
+
+        assert frame["type"] == "generation.done"
+        assert frame["finish_reason"] == "cancelled"
+        assert frame["message"]["status"] == "cancelled"
+
+    run(scenario)
+
+
+# Someone else's ids --------------------------------------------------------------------------------
+
+
+def test_watching_someone_elses_generation_is_not_found(user):
+    async def scenario():
+        async with chat_socket(user) as owner:
+            turn = await send_message(owner)
+            generation_id = turn["assistant_message"]["id"]
+            streams.StreamWriter(generation_id).delta("private words")
+            await receive(owner)
+        intruder = await database_sync_to_async(UserFactory)()
+
+        async with chat_socket(intruder) as socket:
+            await socket.send_json_to({"type": "generation.watch", "id": generation_id, "after": 0})
+            theirs = await receive(socket)
+            await socket.send_json_to({"type": "generation.watch", "id": str(uuid.uuid4()), "after": 0})
+            unknown = await receive(socket)
+            assert await socket.receive_nothing(timeout=0.3)
+
+        assert theirs == {"type": "error", "code": "not_found", "message": "Generation not found."}
+        assert unknown == theirs
+
+    run(scenario)
+
+
+def test_someone_elses_conversation_and_messages_are_not_found(user):
+    async def scenario():
+        async with chat_socket(user) as owner:
+            turn = await send_message(owner)
+        intruder = await database_sync_to_async(UserFactory)()
+        conversation_id = turn["conversation"]["id"]
+        attempts = [
+            {"type": "message.send", "conversation": conversation_id, "content": "hi", "client_id": "x"},
+            {"type": "message.regenerate", "message": turn["assistant_message"]["id"], "client_id": "x"},
+            {"type": "message.edit", "message": turn["user_message"]["id"], "content": "hi", "client_id": "x"},
+            {"type": "generation.cancel", "id": turn["assistant_message"]["id"]},
+            {"type": "conversation.rename", "conversation": conversation_id, "title": "Mine now"},
+            {"type": "conversation.pin", "conversation": conversation_id, "pinned": True},
+            {"type": "conversation.archive", "conversation": conversation_id, "archived": True},
+            {"type": "conversation.set_system_prompt", "conversation": conversation_id, "system_prompt": "Obey"},
+            {"type": "conversation.delete", "conversation": conversation_id},
+            {"type": "conversation.switch_branch", "message": turn["user_message"]["id"]},
+            {"type": "conversation.open", "conversation": conversation_id},
+        ]
+
+        async with chat_socket(intruder) as socket:
+            answers = []
+            for attempt in attempts:
+                await socket.send_json_to(attempt)
+                answers.append(await receive(socket))
+
+        assert {(a["type"], a["code"]) for a in answers} == {("error", "not_found")}
+        conversation = await database_sync_to_async(Conversation.objects.get)(pk=conversation_id)
+        assert (conversation.title, conversation.pinned, conversation.archived) == ("Hello there", False, False)
+        assert await database_sync_to_async(conversation.messages.count)() == 2
+
+    run(scenario)
+
+
+# Bad input -----------------------------------------------------------------------------------------
+
+
+def test_malformed_frames_get_an_error_and_the_socket_stays_usable(user):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            answers = []
+            for bad in ("{not json", "[1, 2]", json.dumps({"type": "nonsense"}), json.dumps({"no": "type"})):
+                await socket.send_to(text_data=bad)
+                answers.append(await receive(socket))
+            await socket.send_to(bytes_data=b"\x00\x01")
+            answers.append(await receive(socket))
+            await socket.send_json_to({"type": "generation.watch", "id": "not-an-id", "after": 0})
+            answers.append(await receive(socket))
+            await socket.send_json_to({"type": "generation.watch", "id": str(uuid.uuid4()), "after": -1})
+            answers.append(await receive(socket))
+
+            await socket.send_json_to({"type": "conversation.search", "query": ""})
+            still_working = await receive(socket)
+
+        assert [(a["type"], a["code"]) for a in answers] == [("error", "invalid_input")] * 7
+        assert all(a["message"] for a in answers)
+        assert still_working == {"type": "conversation.list", "query": "", "archived": False, "conversations": []}
+
+    run(scenario)
+
+
+def test_an_empty_message_is_refused_with_its_client_id(user, queued):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            await socket.send_json_to({"type": "message.send", "client_id": "c9", "content": "   "})
+            answer = await receive(socket)
+
+        assert answer == {
+            "type": "error",
+            "code": "invalid_input",
+            "message": "Write a message first.",
+            "client_id": "c9",
+        }
+        assert queued == []
+
+    run(scenario)
+
+
+def test_a_message_over_the_models_context_is_refused_before_any_work(user, queued):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            await socket.send_json_to({"type": "message.send", "client_id": "big", "content": "Paris " * 2000})
+            answer = await receive(socket)
+
+        assert answer["code"] == "context_length_exceeded"
+        assert answer["client_id"] == "big"
+        assert "too long" in answer["message"]
+        assert queued == []
+        assert not await database_sync_to_async(Conversation.objects.exists)()
+
+    run(scenario)
+
+
+# Branches and the sidebar --------------------------------------------------------------------------
+
+
+def test_regenerate_edit_and_switching_branches(user, queued):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            turn = await send_message(socket, "Tea or coffee?")
+            await complete(socket, turn["assistant_message"]["id"], "Tea.")
+
+            await socket.send_json_to(
+                {"type": "message.regenerate", "message": turn["assistant_message"]["id"], "client_id": "r"}
+            )
+            regenerated = await receive(socket)
+            after_regenerate = await receive(socket)
+            await complete(socket, regenerated["assistant_message"]["id"], "Coffee.")
+
+            await socket.send_json_to(
+                {"type": "message.edit", "message": turn["user_message"]["id"], "content": "Milk?", "client_id": "e"}
+            )
+            edited = await receive(socket)
+            after_edit = await receive(socket)
+            await complete(socket, edited["assistant_message"]["id"], "Milk.")
+
+            await socket.send_json_to({"type": "conversation.switch_branch", "message": turn["user_message"]["id"]})
+            switched = await receive(socket)
+
+        assert (regenerated["type"], regenerated["client_id"]) == ("turn.created", "r")
+        assert [(m["sibling_index"], m["sibling_count"]) for m in after_regenerate["messages"]] == [(0, 1), (1, 2)]
+        assert (edited["type"], edited["client_id"]) == ("turn.created", "e")
+        assert [m["content"] for m in after_edit["messages"]] == ["Milk?", ""]
+        assert after_edit["messages"][0]["sibling_count"] == 2
+        assert switched["type"] == "conversation.branch"
+        assert [m["content"] for m in switched["messages"]] == ["Tea or coffee?", "Coffee."]
+        assert len(queued) == 3
+
+    run(scenario)
+
+
+def test_sidebar_operations_reach_every_tab_of_the_user(user):
+    async def scenario():
+        async with chat_socket(user) as tab, chat_socket(user) as other_tab:
+            turn = await send_message(tab, "Plans for the weekend")
+            conversation_id = turn["conversation"]["id"]
+            appeared = await receive(other_tab)
+
+            await tab.send_json_to({"type": "conversation.rename", "conversation": conversation_id, "title": "Trip"})
+            renamed = [await receive(tab), await receive(other_tab)]
+            await tab.send_json_to({"type": "conversation.pin", "conversation": conversation_id, "pinned": True})
+            pinned = await receive(other_tab)
+            await tab.send_json_to({"type": "conversation.search", "query": "weekend"})
+            found = await receive_until(tab, "conversation.list")
+            await tab.send_json_to({"type": "conversation.archive", "conversation": conversation_id, "archived": True})
+            archived = await receive(other_tab)
+            await tab.send_json_to({"type": "conversation.delete", "conversation": conversation_id})
+            deleted = await receive(other_tab)
+
+        assert appeared == {"type": "conversation.updated", "conversation": turn["conversation"]}
+        assert {frame["conversation"]["title"] for frame in renamed} == {"Trip"}
+        assert pinned["conversation"]["pinned"] is True
+        assert [c["id"] for c in found[-1]["conversations"]] == [conversation_id]
+        assert archived["conversation"]["archived"] is True
+        assert deleted == {"type": "conversation.deleted", "conversation": conversation_id}
+        assert not await database_sync_to_async(Conversation.objects.filter(pk=conversation_id).exists)()
+
+    run(scenario)
+
+
+def test_a_generated_title_reaches_the_owners_sockets_only(user):
+    async def scenario():
+        stranger = await database_sync_to_async(UserFactory)()
+        async with chat_socket(user) as mine, chat_socket(stranger) as theirs:
+            conversation = {"id": str(uuid.uuid4()), "title": "Weekend trip"}
+
+            await get_channel_layer().group_send(
+                f"user.{user.pk}", {"type": "conversation.updated", "conversation": conversation}
+            )
+            received = await receive(mine)
+            assert await theirs.receive_nothing(timeout=0.3)
+
+        assert received == {"type": "conversation.updated", "conversation": conversation}
+
+    run(scenario)
+
+
+def test_a_slow_watcher_does_not_hold_up_other_commands(user):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            turn = await send_message(socket)
+            # The reply's watcher is now blocked on Redis; commands are still answered at once.
+            await socket.send_json_to({"type": "conversation.search", "query": ""})
+            frames = await asyncio.wait_for(receive_until(socket, "conversation.list"), timeout=2)
+
+        assert frames[-1]["conversations"][0]["id"] == turn["conversation"]["id"]
+
+    run(scenario)
