@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
     path("api/v1/", include("accounts.api.urls")),
+    path("api/v1/", include("conversations.api.urls")),
     path("api/", include(api.urlpatterns)),
     path("developers/", api.developers, name="developers"),
     path("", chat_views.home, name="home"),
