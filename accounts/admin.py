@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from accounts import api_keys, ratelimit, services
-from accounts.models import ApiKey, User
+from accounts.models import ApiKey, UsageRecord, User
 
 
 class UserCreationAdminForm(AdminUserCreationForm):
@@ -82,6 +82,37 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if term.startswith(f"{api_keys.SCHEME}_"):
             term = term[: api_keys.PREFIX_LENGTH]
         return super().get_search_results(request, queryset, term)
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """The usage ledger, read-only: records are written by the workers, one per generation."""
+
+    list_display = (
+        "created_at",
+        "user",
+        "source",
+        "model",
+        "prompt_tokens",
+        "cached_tokens",
+        "completion_tokens",
+        "api_key",
+        "generation_id",
+    )
+    list_filter = ("source", "model", "created_at")
+    search_fields = ("user__email", "generation_id", "api_key__prefix")
+    list_select_related = ("user", "api_key")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        return False
 
 
 def _rate_limited(login_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -101,3 +101,34 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class UsageRecord(models.Model):
+    """The tokens one generation used: one row per generation (chat reply or API completion), written by the
+    worker when it ends, and never changed. Named by the generation's UUID, not a foreign key, so accounts
+    depends on nothing in conversations (accounts.usage)."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat", "Chat"
+        API = "api", "API"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="usage_records")
+    generation_id = models.UUIDField(unique=True, editable=False)
+    model = models.CharField(max_length=100)
+    source = models.CharField(max_length=8, choices=Source.choices)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0, help_text="Prompt tokens served from the prefix cache.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["user", "-created_at"], name="usage_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.generation_id} ({self.prompt_tokens}+{self.completion_tokens} tokens)"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
