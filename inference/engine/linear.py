@@ -4,13 +4,15 @@ A loader hands over each weight either as a dense tensor or as a ``GGMLWeight`` 
 untouched). ``build_linear`` turns one or more of them (fused along the output dimension) into a
 ``Linear``, which on CPU may hold two forms of the same weight:
 
-- int4 packed for PyTorch's weight-only kernel, taken bit for bit from Q4_0/Q4_1 blocks: fastest
-  when a step has few tokens (decode), since the matmul is bound by reading the weights;
+- int4 packed for PyTorch's weight-only kernel (group size 32 = one llama.cpp block), taken bit for
+  bit from the blocks: fastest when a step has few tokens (decode), where reading weights dominates.
+  Q4_0/Q4_1 map onto one int4 matrix. Q8_0 maps exactly onto two: with u = q + 128 = 16 h + l,
+  d q = 16 d (h - 8) + [d (l - 8) + 8 d], so two int4 matmuls (scale 16d; scale d, zero 8d) read
+  the same bytes as an int8 one but keep the 32-element block scales that PyTorch's per-row int8
+  kernel would lose (per-row requantization gave 10x the logit error of bf16 on SmolLM2's embedding).
 - dense bf16: faster once a step has enough tokens (prefill, large batches) to be compute bound.
 
-Everything else (F16, BF16, Q8_0, K-quants, ...) is dequantized to dense. Q8_0 is dequantized rather
-than requantized to per-row int8: its 32-element block scales do not survive one scale per row (logit
-error about 10x that of bf16 on SmolLM2's embedding), and PyTorch's int8 kernel takes only per-row scales.
+Everything else (F16, BF16, K-quants, ...) is dequantized to dense; on CUDA everything is dense.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ from gguf.quants import dequantize as gguf_dequantize
 
 from .errors import ModelLoadError
 
-INT4_GROUP = 32  # one Q4_0/Q4_1 block = one PyTorch int4 group
+INT4_GROUP = 32  # one Q4_0/Q4_1/Q8_0 block = one PyTorch int4 group
 
-# Above this many tokens in a step the dense bf16 matmul beats the int4 one on this CPU kind
-# (measured on SmolLM2-135M's shapes; see the model notes). Steps at or below it use int4.
-INT4_MAX_TOKENS = 8
+# The int4 kernel's cost grows with the token count (it unpacks per row of x) while the dense bf16
+# matmul stays bound by reading weights until a few dozen tokens. Measured on SmolLM2-135M's shapes
+# (2 cores, AVX-512 BF16), all 30 layers: 1 token 4.1 ms int4 vs 17.4 dense; 8: 12.4 vs 24.0;
+# 16: 25.8 vs 27.7; 32: 46.6 vs 59+ (1 thread: 82 vs 59). So int4 up to 16 tokens per int4 matrix:
+# a Q8_0 weight (two matrices) switches to dense above 8.
+INT4_MAX_TOKENS = 16
 
 _int4_mm = torch.ops.aten._weight_int4pack_mm_for_cpu
 _int4_pack = torch.ops.aten._convert_weight_to_int4pack_for_cpu
@@ -47,25 +52,31 @@ class GGMLWeight:
     def is_int4(self) -> bool:
         return self.qtype in (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1)
 
+    @property
+    def int4_terms(self) -> int:
+        """How many int4 matrices carry this weight exactly (0: it must be dequantized)."""
+        return 1 if self.is_int4 else 2 if self.qtype == GGMLQuantizationType.Q8_0 else 0
+
 
 Weight = torch.Tensor | GGMLWeight
 
 
-def _blocks(w: GGMLWeight) -> torch.Tensor:
+def _blocks(w: GGMLWeight, rows: slice = slice(None)) -> torch.Tensor:
+    """(n, K / block_elems, block_bytes) uint8 of the given rows."""
     block_elems, block_bytes = GGML_QUANT_SIZES[w.qtype]
-    n, k = w.shape
     # np.array copies out of the read-only memory map, which torch.from_numpy needs to be writable.
-    return torch.from_numpy(np.array(w.data, dtype=np.uint8)).view(n, k // block_elems, block_bytes)
+    data = torch.from_numpy(np.array(w.data[rows], dtype=np.uint8))
+    return data.view(data.shape[0], w.shape[1] // block_elems, block_bytes)
 
 
 def _fp16_field(blocks: torch.Tensor, start: int) -> torch.Tensor:
-    return blocks[..., start : start + 2].contiguous().view(torch.float16).float()  # (N, nb, 1)
+    return blocks[..., start : start + 2].contiguous().view(torch.float16).float()  # (n, nb, 1)
 
 
-def int4_parts(w: GGMLWeight) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Q4_0/Q4_1 -> (q (N, K) int32 in 0..15, scale (N, K/32) f32, zero (N, K/32) f32) such that
+def int4_parts(w: GGMLWeight, rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q4_0/Q4_1 -> (q (n, K) uint8 in 0..15, scale (n, K/32) f32, zero (n, K/32) f32) such that
     weight = (q - 8) * scale + zero, which is PyTorch's int4 weight-only convention."""
-    blocks = _blocks(w)  # (N, nb, 18 or 20)
+    blocks = _blocks(w, rows)  # (n, nb, 18 or 20)
     d = _fp16_field(blocks, 0)
     if w.qtype == GGMLQuantizationType.Q4_1:
         zero = _fp16_field(blocks, 2) + 8 * d  # llama.cpp: d * q + m
@@ -74,8 +85,20 @@ def int4_parts(w: GGMLWeight) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
         zero = torch.zeros_like(d)  # llama.cpp: d * (q - 8)
         qs = blocks[..., 2:]
     # Elements 0-15 of a block are the low nibbles, 16-31 the high ones.
-    q = torch.cat([qs & 0x0F, qs >> 4], dim=-1).reshape(w.shape[0], -1).to(torch.int32)  # (N, K)
+    q = torch.cat([qs & 0x0F, qs >> 4], dim=-1).reshape(blocks.shape[0], -1)  # (n, K)
     return q, d.squeeze(-1), zero.squeeze(-1)
+
+
+def _dequantize_rows(w: GGMLWeight, rows: slice) -> torch.Tensor:  # (n, K) float32
+    if w.is_int4:
+        q, scale, zero = int4_parts(w, rows)
+        return ((q.view(q.shape[0], -1, INT4_GROUP).float() - 8) * scale[..., None] + zero[..., None]).flatten(1)
+    if w.qtype == GGMLQuantizationType.Q8_0:
+        blocks = _blocks(w, rows)  # (n, nb, 34): fp16 d then 32 int8
+        return (blocks[..., 2:].contiguous().view(torch.int8).float() * _fp16_field(blocks, 0)).flatten(1)
+    if w.qtype not in GGML_QUANT_SIZES:
+        raise ModelLoadError(f"Unsupported GGUF tensor type {w.qtype!r}.")
+    return torch.from_numpy(gguf_dequantize(np.asarray(w.data[rows]), w.qtype)).reshape(-1, w.shape[1])
 
 
 def dequantize(w: Weight, dtype: torch.dtype) -> torch.Tensor:
@@ -83,17 +106,16 @@ def dequantize(w: Weight, dtype: torch.dtype) -> torch.Tensor:
     if isinstance(w, torch.Tensor):
         return w.to(dtype)
     n, k = w.shape
-    if w.is_int4:
-        q, scale, zero = int4_parts(w)
-        out = (q.view(n, -1, INT4_GROUP) - 8) * scale[..., None] + zero[..., None]
-        return out.reshape(n, k).to(dtype)
-    if w.qtype == GGMLQuantizationType.Q8_0:
-        blocks = _blocks(w)  # (N, nb, 34): fp16 d then 32 int8
-        q = blocks[..., 2:].contiguous().view(torch.int8).float()
-        return (q * _fp16_field(blocks, 0)).reshape(n, k).to(dtype)
-    if w.qtype not in GGML_QUANT_SIZES:
-        raise ModelLoadError(f"Unsupported GGUF tensor type {w.qtype!r}.")
-    return torch.from_numpy(gguf_dequantize(np.asarray(w.data), w.qtype)).reshape(n, k).to(dtype)
+    out = torch.empty(n, k, dtype=dtype)
+    # In row chunks, so a large matrix (the embedding table) never exists whole in float32.
+    chunk = max(1, (1 << 22) // k)
+    for start in range(0, n, chunk):
+        rows = slice(start, min(start + chunk, n))
+        out[rows] = _dequantize_rows(w, rows)
+    return out
+
+
+Int4Term = tuple[torch.Tensor, torch.Tensor]  # packed (N, K/2) uint8, scales_and_zeros (K/32, N, 2)
 
 
 class Linear:
@@ -103,42 +125,65 @@ class Linear:
         self,
         dense: torch.Tensor | None,
         *,
-        int4: tuple[torch.Tensor, torch.Tensor] | None = None,
+        int4: list[Int4Term] | None = None,
         bias: torch.Tensor | None = None,
     ) -> None:
-        if dense is None and int4 is None:
+        if dense is None and not int4:
             raise ValueError("a Linear needs a dense or an int4 weight")
         self.dense = dense  # (N, K)
-        self.packed, self.scales_zeros = int4 if int4 is not None else (None, None)  # (N, K/2), (K/32, N, 2)
+        self.int4 = int4[0] if int4 else None
+        self.int4_rest = int4[1:] if int4 else []  # Q8_0's second half
         self.bias = bias  # (N,)
+        # Steps of more tokens than this use the dense copy (when there is one).
+        self.max_int4_tokens = INT4_MAX_TOKENS // len(int4) if int4 and dense is not None else 1 << 62
 
     @property
     def uses_int4(self) -> bool:
-        return self.packed is not None
+        return self.int4 is not None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:  # (T, K) -> (T, N)
-        if self.packed is not None and (self.dense is None or x.shape[0] <= INT4_MAX_TOKENS):
-            y = _int4_mm(x, self.packed, INT4_GROUP, self.scales_zeros)
+        if self.int4 is not None and x.shape[0] <= self.max_int4_tokens:
+            y = _int4_mm(x, self.int4[0], INT4_GROUP, self.int4[1])
+            for packed, scales_zeros in self.int4_rest:
+                y += _int4_mm(x, packed, INT4_GROUP, scales_zeros)
             return y if self.bias is None else y + self.bias
         return F.linear(x, self.dense, self.bias)
 
 
+def _int4_parts(w: GGMLWeight) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The int4 matrices whose sum is ``w``: [(q (N, K) uint8 in 0..15, scale, zero (N, K/32) f32)],
+    each meaning (q - 8) * scale + zero."""
+    if w.is_int4:
+        return [int4_parts(w)]
+    blocks = _blocks(w)  # Q8_0: (N, nb, 34), fp16 d then 32 int8
+    d = _fp16_field(blocks, 0).squeeze(-1)  # (N, nb)
+    u = blocks[..., 2:].contiguous().view(torch.int8).to(torch.int16).add_(128).to(torch.uint8)  # (N, nb, 32)
+    return [
+        ((u >> 4).flatten(1), 16 * d, torch.zeros_like(d)),
+        ((u & 0x0F).flatten(1), d, 8 * d),
+    ]
+
+
 def can_pack_int4(parts: list[Weight], device: torch.device) -> bool:
-    """Whether PyTorch's CPU int4 kernel takes these weights bit for bit (see shared notes for the shape rules)."""
-    if device.type != "cpu" or not all(isinstance(p, GGMLWeight) and p.is_int4 for p in parts):
+    """Whether PyTorch's CPU int4 kernel can carry these weights exactly (shape rules in the shared notes)."""
+    if device.type != "cpu" or not all(isinstance(p, GGMLWeight) and p.int4_terms for p in parts):
         return False
     n = sum(p.shape[0] for p in parts)
     k = parts[0].shape[1]
-    return n % 16 == 0 and k % INT4_GROUP == 0 and all(p.shape[1] == k for p in parts)
+    same_kind = len({p.int4_terms for p in parts}) == 1  # type: ignore[union-attr]
+    return same_kind and n % 16 == 0 and k % INT4_GROUP == 0 and all(p.shape[1] == k for p in parts)
 
 
-def pack_int4(parts: list[GGMLWeight], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Q4_0/Q4_1 weights (fused along N) -> (packed (N, K/2) uint8, scales_and_zeros (K/32, N, 2) dtype)."""
-    qs, scales, zeros = zip(*(int4_parts(p) for p in parts), strict=True)
-    packed = _int4_pack(torch.cat(qs), 1)
-    scales_zeros = torch.stack([torch.cat(scales), torch.cat(zeros)], dim=-1)  # (N, K/32, 2)
-    # The kernel reads the scales in the activation dtype.
-    return packed, scales_zeros.transpose(0, 1).contiguous().to(dtype)
+def pack_int4(parts: list[GGMLWeight], dtype: torch.dtype) -> list[Int4Term]:
+    """Q4_0/Q4_1/Q8_0 weights fused along N -> their int4 terms, scales in ``dtype`` as the kernel wants."""
+    per_part = [_int4_parts(p) for p in parts]
+    terms = []
+    for term in zip(*per_part, strict=True):
+        qs, scales, zeros = zip(*term, strict=True)
+        packed = _int4_pack(torch.cat(qs).to(torch.int32), 1)
+        scales_zeros = torch.stack([torch.cat(scales), torch.cat(zeros)], dim=-1)  # (N, K/32, 2)
+        terms.append((packed, scales_zeros.transpose(0, 1).contiguous().to(dtype)))
+    return terms
 
 
 def build_linear(
@@ -147,17 +192,16 @@ def build_linear(
     bias: list[torch.Tensor] | None = None,
     device: torch.device,
     dtype: torch.dtype,
-    keep_dense: bool = True,
+    dense: torch.Tensor | None = None,
 ) -> Linear:
     """Fuse ``parts`` along the output dimension (e.g. q, k, v) into one Linear.
 
-    Q4_0/Q4_1 on CPU are kept packed as int4; ``keep_dense`` also keeps a dense copy for steps with
-    many tokens. Everything else becomes dense ``dtype`` on ``device``.
+    Q4_0/Q4_1/Q8_0 on CPU are kept as int4, with a dense copy beside them for steps with many tokens;
+    everything else becomes dense ``dtype`` on ``device``. ``dense`` reuses an existing dense copy
+    (a tied embedding table).
     """
     fused_bias = torch.cat([b.to(dtype) for b in bias]).to(device) if bias else None
-    if can_pack_int4(parts, device):
-        int4 = pack_int4(parts, dtype)  # type: ignore[arg-type]
-        dense = torch.cat([dequantize(p, dtype) for p in parts]) if keep_dense else None
-        return Linear(dense, int4=int4, bias=fused_bias)
-    dense = torch.cat([dequantize(p, dtype) for p in parts]).to(device)
-    return Linear(dense, bias=fused_bias)
+    if dense is None:
+        dense = torch.cat([dequantize(p, dtype) for p in parts]).to(device)
+    int4 = pack_int4(parts, dtype) if can_pack_int4(parts, device) else None  # type: ignore[arg-type]
+    return Linear(dense, int4=int4, bias=fused_bias)

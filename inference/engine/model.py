@@ -75,6 +75,15 @@ class Transformer:
             biases = [dense(n) for n in bias] if bias else None
             return build_linear(parts, bias=biases, device=device, dtype=dtype)
 
+        # The embedding and head first, while the process is smallest: they need the most scratch memory.
+        embed = take("model.embed_tokens.weight")
+        self.embed = dequantize(embed, dtype).to(device)  # (V, D)
+        tied = c.tie_word_embeddings or "lm_head.weight" not in weights
+        # A tied head shares the embedding's dense table (plus an int4 form for small batches if quantized).
+        self.lm_head = build_linear(
+            [embed if tied else take("lm_head.weight")], device=device, dtype=dtype, dense=self.embed if tied else None
+        )
+        self.norm = dense("model.norm.weight")
         self.layers: list[Layer] = []
         for i in range(c.num_layers):
             p = f"model.layers.{i}."
@@ -89,12 +98,6 @@ class Transformer:
                     down=linear([p + "mlp.down_proj.weight"]),
                 )
             )
-        self.norm = dense("model.norm.weight")
-        embed = take("model.embed_tokens.weight")
-        lm_head = embed if c.tie_word_embeddings or "lm_head.weight" not in weights else take("lm_head.weight")
-        self.embed = dequantize(embed, dtype).to(device)  # (V, D)
-        # A tied head shares the embedding table.
-        self.lm_head = Linear(self.embed) if lm_head is embed else build_linear([lm_head], device=device, dtype=dtype)
         self.cos_sin = torch.empty(0, c.head_dim)  # (max_context, hd) float32, see set_max_context
 
     def set_max_context(self, max_context: int) -> None:

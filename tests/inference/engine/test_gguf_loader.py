@@ -167,20 +167,18 @@ def test_f32_gguf_gives_the_logits_of_transformers(
     torch.testing.assert_close(logits, hf_logits(folder, PROMPT)[-2:], atol=2e-4, rtol=0)
 
 
-@pytest.mark.parametrize(
-    ("qtype", "int4"), [(Q.Q8_0, False), (Q.Q4_0, True), (Q.Q4_1, True)], ids=["Q8_0", "Q4_0", "Q4_1"]
-)
-def test_quantized_gguf_matches_transformers_with_the_same_rounding_and_packs_q4_as_int4(
-    tiny_llama_path: Path, tmp_path: Path, qtype: Q, int4: bool
+@pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0, Q.Q4_1], ids=lambda q: q.name)
+def test_quantized_gguf_runs_as_int4_and_matches_transformers_with_the_same_rounding(
+    tiny_llama_path: Path, tmp_path: Path, qtype: Q
 ) -> None:
-    # given a quantized conversion
+    # given a quantized conversion, embedding (tied head) included
     path = write_gguf(tiny_llama_path, tmp_path / "m.gguf", qtype)
     # when run with float32 activations (the int4 kernel takes those too)
     runner = ModelRunner.load(path, num_kv_blocks=16, dtype=torch.float32)
     logits = prefill_and_decode(runner, PROMPT)
-    # then Q4_0/Q4_1 matrices run packed, and logits are those of transformers with the same rounded weights
+    # then every matrix runs packed, and logits are those of transformers with the same rounded weights
     layer = runner.model.layers[0]
-    assert [layer.qkv.uses_int4, layer.o.uses_int4, layer.gate_up.uses_int4, layer.down.uses_int4] == [int4] * 4
+    assert all(m.uses_int4 for m in (layer.qkv, layer.o, layer.gate_up, layer.down, runner.model.lm_head))
     torch.testing.assert_close(logits, hf_logits(tiny_llama_path, PROMPT, qtype)[-2:], atol=2e-4, rtol=0)
 
 
