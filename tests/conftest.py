@@ -1,4 +1,7 @@
-"""Suite-wide setup. Triton's interpreter must be chosen before any kernel module is imported."""
+"""Suite-wide setup. Triton's interpreter must be chosen before any kernel module is imported.
+
+The live-process fixtures (tiny model, Celery worker, web server) live in tests/live.py and are
+registered here, so a single worker and a single server serve every directory of one session."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import torch
 if not torch.cuda.is_available():
     # No GPU: every Triton kernel runs under the interpreter on CPU tensors (see shared notes).
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from tests.live import celery_worker, chat_model_path, live_server_url, llm_model  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
