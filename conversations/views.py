@@ -71,7 +71,7 @@ def _chat_page(request: HttpRequest, *, user: User, conversation: Conversation |
     }
     context = {
         "conversation": conversation,
-        "messages": messages,
+        "branch": messages,  # not "messages": base.html shows Django's messages under that name
         "conversations": conversations,
         "models": models,
         "selected_model": conversation.model if conversation else chat_data["default_model"],

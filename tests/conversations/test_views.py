@@ -90,6 +90,7 @@ def test_a_conversation_page_renders_its_branch_on_the_server(client, user):
     assert data["conversation"]["id"] == str(conversation.pk)
     assert [m["role"] for m in data["messages"]] == ["user", "assistant", "user", "assistant"]
     assert response["Cache-Control"].startswith("max-age=0")
+    assert 'class="toast ' not in html  # the branch is not taken for Django's messages
 
 
 def test_a_reply_in_progress_is_handed_to_the_script_with_its_seq(client, user):

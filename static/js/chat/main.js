@@ -50,7 +50,10 @@ const state = {
   conversation: data.conversation,
   /** The reply this tab follows. @type {{id: string, lastSeq: number, stopping: boolean} | null} */
   generation: null,
-  /** A command sent and not answered yet. @type {{clientId: string, content: string, articles: HTMLElement[]} | null} */
+  /**
+   * A command sent and not answered yet; stopRequested: Esc came before the reply had an id.
+   * @type {{clientId: string, content: string, articles: HTMLElement[], stopRequested?: boolean} | null}
+   */
   pending: null,
   /** System prompt chosen before the first message of a new chat. */
   draftSystemPrompt: "",
@@ -112,7 +115,8 @@ function handleFrame(frame) {
 
 /** @param {Record<string, any>} frame */
 function onTurnCreated(frame) {
-  if (state.pending?.clientId === frame.client_id) state.pending = null;
+  const pending = state.pending?.clientId === frame.client_id ? state.pending : null;
+  if (pending) state.pending = null;
   /** @type {Conversation} */
   const conversation = frame.conversation;
   const isNew = state.conversation?.id !== conversation.id;
@@ -123,6 +127,7 @@ function onTurnCreated(frame) {
   sidebar.upsert(conversation);
   state.generation = { id: frame.assistant_message.id, lastSeq: 0, stopping: false };
   updateComposer();
+  if (pending?.stopRequested) stop();
 }
 
 /**
@@ -327,6 +332,7 @@ function send() {
 
 function stop() {
   const generation = state.generation;
+  if (!generation && state.pending) state.pending.stopRequested = true; // stopped once it has an id
   if (!generation || generation.stopping) return;
   if (socket.send({ type: "generation.cancel", id: generation.id })) {
     generation.stopping = true;
@@ -506,7 +512,7 @@ document.addEventListener("keydown", (event) => {
   if (event.defaultPrevented) return;
   if (event.key === "Escape") {
     if (document.querySelector("dialog[open]")) return; // the dialog closes itself
-    if (state.generation) {
+    if (state.generation || state.pending) {
       event.preventDefault();
       stop();
     } else if (narrowScreen.matches && sidebarIsOpen()) {
