@@ -8,12 +8,20 @@ dicts of conversations.presenters, which is what the views send.
 
 from __future__ import annotations
 
-from typing import Any
-
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from conversations import services
+from conversations.api.fields import (
+    JsonBoolean,
+    JsonInteger,
+    JsonNumber,
+    JsonUUID,
+    PenaltyFactor,
+    QueryBoolean,
+    QueryInteger,
+    Text,
+    UnitInterval,
+)
 from conversations.models import Message
 
 MAX_SEED = 2**63 - 1
@@ -23,43 +31,6 @@ MAX_PAGE = 100_000  # keeps OFFSET far from PostgreSQL's limits
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 MAX_USAGE_DAYS = 366
-
-
-class Text(serializers.CharField):
-    """A string kept as sent: no trimming, NUL characters dropped rather than refused (PostgreSQL cannot
-    store them, and the schema has no way to say "any string but NUL")."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("trim_whitespace", False)
-        super().__init__(**kwargs)
-        self.validators = [v for v in self.validators if type(v).__name__ != "ProhibitNullCharactersValidator"]
-
-    def to_internal_value(self, data: Any) -> str:
-        return super().to_internal_value(data).replace("\x00", "")
-
-
-@extend_schema_field({"type": "number", "format": "double", "minimum": 0, "exclusiveMinimum": True, "maximum": 1})
-class TopP(serializers.FloatField):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_value=1.0, **kwargs)
-
-    def to_internal_value(self, data: Any) -> float:
-        value = super().to_internal_value(data)
-        if value <= 0:
-            raise serializers.ValidationError("Ensure this value is greater than 0.")
-        return value
-
-
-@extend_schema_field({"type": "number", "format": "double", "minimum": 0, "exclusiveMinimum": True, "maximum": 10})
-class RepetitionPenalty(serializers.FloatField):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_value=10.0, **kwargs)
-
-    def to_internal_value(self, data: Any) -> float:
-        value = super().to_internal_value(data)
-        if value <= 0:
-            raise serializers.ValidationError("Ensure this value is greater than 0.")
-        return value
 
 
 # Errors -------------------------------------------------------------------------------------------------
@@ -88,17 +59,17 @@ class ApiErrorOutputSerializer(serializers.Serializer):
 class SamplingParamsInputSerializer(serializers.Serializer):
     """Per-request sampling parameters; each one left out takes the model's default."""
 
-    temperature = serializers.FloatField(required=False, min_value=0.0, max_value=100.0, help_text="0 is greedy.")
-    top_p = TopP(required=False)
-    top_k = serializers.IntegerField(required=False, min_value=0, max_value=1_000_000, help_text="0 is off.")
-    min_p = serializers.FloatField(required=False, min_value=0.0, max_value=1.0)
-    max_tokens = serializers.IntegerField(
+    temperature = JsonNumber(required=False, min_value=0.0, max_value=100.0, help_text="0 is greedy.")
+    top_p = UnitInterval(required=False)
+    top_k = JsonInteger(required=False, min_value=0, max_value=1_000_000, help_text="0 is off.")
+    min_p = JsonNumber(required=False, min_value=0.0, max_value=1.0)
+    max_tokens = JsonInteger(
         required=False, min_value=1, max_value=1_000_000, help_text="At most this many reply tokens."
     )
-    repetition_penalty = RepetitionPenalty(required=False)
-    presence_penalty = serializers.FloatField(required=False, min_value=-2.0, max_value=2.0)
-    frequency_penalty = serializers.FloatField(required=False, min_value=-2.0, max_value=2.0)
-    seed = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEED)
+    repetition_penalty = PenaltyFactor(required=False)
+    presence_penalty = JsonNumber(required=False, min_value=-2.0, max_value=2.0)
+    frequency_penalty = JsonNumber(required=False, min_value=-2.0, max_value=2.0)
+    seed = JsonInteger(required=False, min_value=0, max_value=MAX_SEED)
     stop = serializers.ListField(
         child=Text(min_length=1, max_length=100),
         required=False,
@@ -117,16 +88,14 @@ class ConversationListInputSerializer(serializers.Serializer):
         max_length=200,
         help_text="Full-text search over titles and messages; each word matches as a prefix, all must match.",
     )
-    archived = serializers.BooleanField(required=False, default=False, help_text="List the archived ones instead.")
-    page = serializers.IntegerField(required=False, default=1, min_value=1, max_value=MAX_PAGE)
-    page_size = serializers.IntegerField(
-        required=False, default=DEFAULT_PAGE_SIZE, min_value=1, max_value=MAX_PAGE_SIZE
-    )
+    archived = QueryBoolean(required=False, default=False, help_text="List the archived ones instead.")
+    page = QueryInteger(required=False, default=1, min_value=1, max_value=MAX_PAGE)
+    page_size = QueryInteger(required=False, default=DEFAULT_PAGE_SIZE, min_value=1, max_value=MAX_PAGE_SIZE)
 
 
 class ConversationCreateInputSerializer(serializers.Serializer):
     content = Text(max_length=services.MAX_MESSAGE_CHARS, help_text="The first message.")
-    model = serializers.CharField(
+    model = Text(
         required=False, max_length=100, help_text="A model name from /v1/models; the default model when left out."
     )
     system_prompt = Text(required=False, allow_blank=True, max_length=services.MAX_SYSTEM_PROMPT_CHARS)
@@ -137,18 +106,18 @@ class ConversationUpdateInputSerializer(serializers.Serializer):
     """Any of these; the others stay as they are."""
 
     title = Text(required=False, max_length=services.MAX_TITLE_CHARS)
-    pinned = serializers.BooleanField(required=False)
-    archived = serializers.BooleanField(required=False)
+    pinned = JsonBoolean(required=False)
+    archived = JsonBoolean(required=False)
     system_prompt = Text(required=False, allow_blank=True, max_length=services.MAX_SYSTEM_PROMPT_CHARS)
 
 
 class ConversationOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
-    title = serializers.CharField()
+    title = serializers.CharField(allow_blank=True)
     title_is_provisional = serializers.BooleanField(
         help_text="Cut from the first message until a title is generated after the first reply."
     )
-    model = serializers.CharField()
+    model = Text()
     system_prompt = serializers.CharField(allow_blank=True)
     pinned = serializers.BooleanField()
     archived = serializers.BooleanField()
@@ -184,7 +153,7 @@ class MessageOutputSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Message.Status.choices)
     finish_reason = serializers.CharField(allow_null=True)
     error = serializers.CharField(allow_null=True)
-    model = serializers.CharField(allow_blank=True)
+    model = Text(allow_blank=True)
     usage = MessageUsageOutputSerializer()
     ttft_ms = serializers.IntegerField(allow_null=True, help_text="From queueing to the first token, in ms.")
     duration_ms = serializers.IntegerField(allow_null=True, help_text="From start to the last token, in ms.")
@@ -203,12 +172,8 @@ class ConversationDetailOutputSerializer(ConversationOutputSerializer):
 
 class MessageSendInputSerializer(serializers.Serializer):
     content = Text(max_length=services.MAX_MESSAGE_CHARS)
-    parent = serializers.UUIDField(
-        required=False, allow_null=True, help_text="The reply to answer; the current leaf when left out."
-    )
-    model = serializers.CharField(
-        required=False, max_length=100, help_text="Switch the conversation to this model from now on."
-    )
+    parent = JsonUUID(required=False, allow_null=True, help_text="The reply to answer; the current leaf when left out.")
+    model = Text(required=False, max_length=100, help_text="Switch the conversation to this model from now on.")
     system_prompt = Text(
         required=False,
         allow_blank=True,
@@ -235,8 +200,20 @@ class TurnOutputSerializer(serializers.Serializer):
 
 
 class GenerationEventsInputSerializer(serializers.Serializer):
-    after = serializers.IntegerField(
+    after = QueryInteger(
         required=False, default=0, min_value=0, max_value=MAX_AFTER, help_text="The last seq you have."
+    )
+
+
+class GenerationEventOutputSerializer(serializers.Serializer):
+    """One Server-Sent Event of a generation's stream."""
+
+    id = serializers.RegexField(r"^[0-9]+$", help_text="The event's seq: resume after it.")
+    event = serializers.ChoiceField(choices=["delta", "done", "error"])
+    data = serializers.CharField(
+        help_text="JSON: {id, seq, type, text, finish_reason, usage, message, code}. delta: text is the next "
+        "piece of the reply. done: finish_reason is stop, length or cancelled, and usage is {prompt_tokens, "
+        "completion_tokens, cached_tokens} (or null). error: message says what went wrong, code is stable."
     )
 
 
@@ -244,7 +221,7 @@ class GenerationEventsInputSerializer(serializers.Serializer):
 
 
 class UsageInputSerializer(serializers.Serializer):
-    days = serializers.IntegerField(
+    days = QueryInteger(
         required=False,
         default=30,
         min_value=1,

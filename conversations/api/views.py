@@ -358,11 +358,9 @@ class GenerationEventsApi(DjinnApi):
         tags=["Generations"],
         description=(
             "The reply's events as Server-Sent Events, after seq `after` (or the Last-Event-ID header, which "
-            "wins): `id: <seq>`, `event: delta|done|error`, `data: <JSON>` with the JSON `{id, seq, type, text, "
-            "finish_reason, usage, message, code}`: `text` the next piece of the reply (delta), `finish_reason` "
-            "stop, length or cancelled and `usage` {prompt_tokens, completion_tokens, cached_tokens} (done), "
-            "`message` and `code` (error). Resuming after the last seq you have gives exactly the missing events. "
-            "The stream ends after the done or error event; lines starting with `:` are keep-alives."
+            "wins): `id: <seq>`, `event: delta|done|error`, `data: <JSON>`. Resuming after the last seq you have "
+            "gives exactly the missing events. The stream ends after the done or error event; lines starting "
+            "with `:` are keep-alives."
         ),
         parameters=[
             GENERATION_ID,
@@ -375,7 +373,9 @@ class GenerationEventsApi(DjinnApi):
             ),
         ],
         responses={
-            (200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description="The event stream."),
+            (200, "text/event-stream"): OpenApiResponse(
+                s.GenerationEventOutputSerializer, description="The event stream; the schema is one event's."
+            ),
             (400, "application/json"): BAD_INPUT,
             (401, "application/json"): UNAUTHENTICATED,
             (404, "application/json"): NOT_FOUND,
@@ -461,7 +461,10 @@ class UsageApi(DjinnApi):
     @extend_schema(
         operation_id="usage_retrieve",
         tags=["Usage"],
-        description="Your replies and their tokens over the last `days` days (UTC), in total and per day.",
+        description=(
+            "Your generations (chat replies and /v1 completions) and their tokens over the last `days` days "
+            "(UTC), in total and per day."
+        ),
         parameters=[s.UsageInputSerializer],
         responses={200: s.UsageOutputSerializer, 400: BAD_INPUT, 401: UNAUTHENTICATED},
     )
