@@ -12,7 +12,7 @@ from .errors import ModelLoadError
 SUPPORTED_ARCHS = ("llama", "qwen2")
 
 # Rope variants the rope cache knows how to build ("default" is stored as rope_scaling=None).
-SUPPORTED_ROPE_TYPES = ("llama3",)
+SUPPORTED_ROPE_TYPES = ("linear", "llama3")
 
 
 @dataclass
@@ -26,7 +26,7 @@ class ModelConfig:
     num_kv_heads: int
     head_dim: int
     rope_theta: float = 10000.0
-    rope_scaling: dict[str, Any] | None = None  # Llama-3 style, with a "rope_type" key; None = plain RoPE
+    rope_scaling: dict[str, Any] | None = None  # HF style with a "rope_type" key (llama3, linear); None = plain
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = False
     qkv_bias: bool = False

@@ -136,11 +136,6 @@ def _config(reader: GGUFReader, tensors: dict[str, ReaderTensor], path: Path) ->
         if key in reader.fields
     ]
     bos = _meta(reader, "tokenizer.ggml.bos_token_id", None)
-    scaling_type = _meta(reader, p + "rope.scaling.type", "none")
-    if scaling_type not in ("none", "linear") or (
-        scaling_type == "linear" and float(_meta(reader, p + "rope.scaling.factor", 1.0)) != 1.0
-    ):
-        raise ModelLoadError(f"{path}: rope scaling {scaling_type!r} is not supported (plain and Llama-3 are).")
     freqs = tensors.get("rope_freqs.weight")
     return ModelConfig(
         arch=arch,
@@ -152,6 +147,7 @@ def _config(reader: GGUFReader, tensors: dict[str, ReaderTensor], path: Path) ->
         num_kv_heads=int(_meta(reader, p + "attention.head_count_kv", num_heads)),
         head_dim=head_dim or hidden // num_heads,
         rope_theta=float(_meta(reader, p + "rope.freq_base", 10000.0)),
+        rope_scaling=_rope_scaling(reader, p, path),
         rms_norm_eps=float(_meta(reader, p + "attention.layer_norm_rms_epsilon", 1e-5)),
         tie_word_embeddings="output.weight" not in tensors,
         qkv_bias="blk.0.attn_q.bias" in tensors,
@@ -160,3 +156,15 @@ def _config(reader: GGUFReader, tensors: dict[str, ReaderTensor], path: Path) ->
         eos_token_ids=list(dict.fromkeys(eos)),
         rope_freq_factors=None if freqs is None else [float(f) for f in np.asarray(freqs.data, dtype=np.float32)],
     )
+
+
+def _rope_scaling(reader: GGUFReader, p: str, path: Path) -> dict[str, Any] | None:
+    """llama.cpp's rope.scaling.* metadata as a Hugging Face dict. Llama 3.x's scaling comes as the
+    rope_freqs tensor instead (see ModelConfig.rope_freq_factors)."""
+    kind = _meta(reader, p + "rope.scaling.type", "none")
+    factor = float(_meta(reader, p + "rope.scaling.factor", 1.0))
+    if kind == "none" or factor == 1.0:
+        return None
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": factor}
+    raise ModelLoadError(f"{path}: rope scaling {kind!r} is not supported (plain, linear and Llama-3 are).")

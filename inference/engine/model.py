@@ -59,7 +59,8 @@ class Transformer:
         self.dtype = dtype
         c = config
         self.scale = c.head_dim**-0.5
-        self.q_size, self.kv_size = c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim
+        self.q_size = c.num_heads * c.head_dim
+        self.head_split = [c.num_heads, c.num_kv_heads, c.num_kv_heads]
 
         def take(name: str) -> Weight:
             try:
@@ -118,11 +119,9 @@ class Transformer:
         residual = None
         for layer, k_cache, v_cache in zip(self.layers, k_caches, v_caches, strict=True):
             h, residual = ops.rms_norm(x, layer.attn_norm, c.rms_norm_eps, residual)
-            q, k, v = layer.qkv(h).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-            q, k = ops.apply_rope(
-                q.view(T, c.num_heads, c.head_dim), k.view(T, c.num_kv_heads, c.head_dim), meta.positions, self.cos_sin
-            )
-            ops.store_kv(k, v.view(T, c.num_kv_heads, c.head_dim), k_cache, v_cache, meta.slot_mapping)
+            q, k, v = layer.qkv(h).view(T, -1, c.head_dim).split(self.head_split, dim=1)  # (T, H|KVH|KVH, hd)
+            q, k = ops.apply_rope(q, k, meta.positions, self.cos_sin)
+            ops.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
             o = self._attention(q, k_cache, v_cache, meta)  # (T, H, hd)
             x = layer.o(o.reshape(T, self.q_size))
             h, residual = ops.rms_norm(x, layer.mlp_norm, c.rms_norm_eps, residual)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from itertools import accumulate
 from pathlib import Path
 
 import torch
@@ -43,6 +44,7 @@ class ModelRunner:
         self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self._k_layers = list(self.k_cache.unbind(0))  # per layer (NB, BS, KVH, hd), contiguous views
         self._v_layers = list(self.v_cache.unbind(0))
+        self._empty = {dt: torch.empty(0, dtype=dt, device=self.device) for dt in (torch.int32, torch.int64)}
 
     @classmethod
     def load(
@@ -91,27 +93,19 @@ class ModelRunner:
 
     def _prepare(self, batch: Batch) -> tuple[torch.Tensor, AttentionMetadata, torch.Tensor | None]:
         """Batch lists -> tensors, with decode sequences (one token) moved in front of prefill chunks."""
-        qlens = batch.query_lens
-        order = sorted(range(len(qlens)), key=lambda i: qlens[i] != 1)  # stable: decodes first
+        qlens, ctx, tables = batch.query_lens, batch.context_lens, batch.block_tables
         ids, positions, slots = batch.input_ids, batch.positions, batch.slot_mapping
+        nd = qlens.count(1)
         restore = None
-        if order != list(range(len(qlens))):
-            starts = [0]
-            for n in qlens:
-                starts.append(starts[-1] + n)
+        if qlens[:nd].count(1) != nd:  # the scheduler normally puts decodes first already
+            order = sorted(range(len(qlens)), key=lambda i: qlens[i] != 1)  # stable
+            starts = [0, *accumulate(qlens)]
             spans = [(starts[i], starts[i + 1]) for i in order]
             ids = [t for a, b in spans for t in ids[a:b]]
             positions = [t for a, b in spans for t in positions[a:b]]
             slots = [t for a, b in spans for t in slots[a:b]]
-            restore = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=self.device)
-        qlens = [qlens[i] for i in order]
-        ctx = [batch.context_lens[i] for i in order]
-        tables = [batch.block_tables[i] for i in order]
-        nd = qlens.count(1)
-        ends, total = [], 0
-        for n in qlens:
-            total += n
-            ends.append(total - 1)
+            qlens, ctx, tables = [qlens[i] for i in order], [ctx[i] for i in order], [tables[i] for i in order]
+            restore = self._tensor(sorted(range(len(order)), key=order.__getitem__), torch.int64)
         meta = AttentionMetadata(
             positions=self._tensor(positions, torch.int64),
             slot_mapping=self._tensor(slots, torch.int64),
@@ -121,12 +115,15 @@ class ModelRunner:
             prefill_block_tables=self._block_table(tables[nd:]),
             prefill_query_lens=self._tensor(qlens[nd:], torch.int32),
             prefill_context_lens=self._tensor(ctx[nd:], torch.int32),
-            logit_indices=self._tensor(ends, torch.int64),
+            logit_indices=self._tensor([end - 1 for end in accumulate(qlens)], torch.int64),
         )
         return self._tensor(ids, torch.int64), meta, restore
 
     def _tensor(self, values: list[int], dtype: torch.dtype) -> torch.Tensor:
-        return torch.tensor(values, dtype=dtype).to(self.device, non_blocking=True)
+        if not values:
+            return self._empty[dtype]
+        t = torch.tensor(values, dtype=dtype)
+        return t if self.device.type == "cpu" else t.to(self.device, non_blocking=True)
 
     def _block_table(self, tables: list[list[int]]) -> torch.Tensor:  # (B, maxb) int32, -1 padded
         width = max((len(t) for t in tables), default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +60,37 @@ def is_matrix_to_quantize(hf_name: str) -> bool:
     return hf_name.endswith("proj.weight") or hf_name in ("model.embed_tokens.weight", "lm_head.weight")
 
 
+def llama3_rope_factors(config: dict) -> np.ndarray:
+    """The rope_freqs tensor llama.cpp's converter writes for Llama 3.x (LlamaModel.generate_extra_tensors)."""
+    rope = config["rope_parameters"]
+    base, dim = rope["rope_theta"], config["head_dim"]
+    freqs = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old_context_len = rope["original_max_position_embeddings"]
+    low_freq_wavelen, high_freq_wavelen = old_context_len / low, old_context_len / high
+    rope_factors = []
+    for freq in freqs:
+        wavelen = 2 * math.pi / freq
+        if wavelen < high_freq_wavelen:
+            rope_factors.append(1)
+        elif wavelen > low_freq_wavelen:
+            rope_factors.append(factor)
+        else:
+            smooth = (old_context_len / wavelen - low) / (high - low)
+            rope_factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(rope_factors, dtype=np.float32)
+
+
+def write_rope_scaling(writer: gguf.GGUFWriter, config: dict) -> None:
+    """As the converter does: Llama 3 as a rope_freqs tensor, linear scaling as metadata."""
+    rope_type = config["rope_parameters"].get("rope_type", "default")
+    if rope_type == "llama3":
+        writer.add_tensor("rope_freqs.weight", llama3_rope_factors(config))
+    if rope_type == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(config["rope_parameters"]["factor"])
+
+
 def write_gguf(hf_folder: Path, out: Path, qtype: Q, *, arch: str | None = None) -> Path:
     """Convert a tiny HF checkpoint as llama.cpp does: q/k permuted for Llama, matrices in ``qtype``, norms F32."""
     config = json.loads((hf_folder / "config.json").read_text())
@@ -75,6 +107,7 @@ def write_gguf(hf_folder: Path, out: Path, qtype: Q, *, arch: str | None = None)
     writer.add_vocab_size(config["vocab_size"])
     writer.add_bos_token_id(1)
     writer.add_eos_token_id(2)
+    write_rope_scaling(writer, config)
     for name, tensor in load_file(hf_folder / "model.safetensors").items():
         w = tensor.float().numpy()
         if arch == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
@@ -151,19 +184,31 @@ def test_f32_gguf_q_and_k_are_exactly_the_hf_weights(tiny_llama_path: Path, tmp_
         torch.testing.assert_close(weights[name], hf[name], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("variant", ["llama-tied", "llama-untied", "qwen2-bias"])
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+
+
+@pytest.mark.parametrize(
+    ("arch", "overrides"),
+    [
+        ("llama", {"tie_word_embeddings": True}),
+        ("llama", {"tie_word_embeddings": False}),
+        ("qwen2", {"tie_word_embeddings": False}),
+        ("llama", {"rope_scaling": {**LLAMA3_ROPE, "original_max_position_embeddings": 16}, "rope_theta": 5e5}),
+        ("llama", {"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+    ],
+    ids=["llama-tied", "llama-untied", "qwen2-bias", "llama3-rope-freqs", "linear-rope-scaling"],
+)
 def test_f32_gguf_gives_the_logits_of_transformers(
-    make_tiny_checkpoint: Callable[..., Path], tmp_path: Path, variant: str
+    make_tiny_checkpoint: Callable[..., Path], tmp_path: Path, arch: str, overrides: dict
 ) -> None:
     # given a float32 conversion of a tiny checkpoint
-    arch, tying = variant.split("-")[0], variant == "llama-tied"
-    folder = make_tiny_checkpoint(arch, tie_word_embeddings=tying)
+    folder = make_tiny_checkpoint(arch, **overrides)
     path = write_gguf(folder, tmp_path / "m.gguf", Q.F32)
     # when
     runner = ModelRunner.load(path, num_kv_blocks=16, dtype=torch.float32)
     logits = prefill_and_decode(runner, PROMPT)
     # then
-    assert runner.config.tie_word_embeddings == tying
+    assert runner.config.tie_word_embeddings == overrides.get("tie_word_embeddings", False)
     torch.testing.assert_close(logits, hf_logits(folder, PROMPT)[-2:], atol=2e-4, rtol=0)
 
 
