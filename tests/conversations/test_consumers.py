@@ -124,14 +124,6 @@ def run(scenario) -> None:
     async_to_sync(scenario)()
 
 
-@pytest.fixture(autouse=True)
-def _drop_streams():
-    yield
-    client = get_redis()
-    for key in client.scan_iter("djinn:gen:*"):
-        client.delete(key)
-
-
 # Connecting ---------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,9 @@
 """Browser tests: Playwright drives Debian's Chromium against uvicorn serving config.asgi in a thread of
-this process, on the pytest-django test database (so tests use ``django_db(transaction=True)``).
+this process, on the pytest-django test database (so tests use ``django_db(transaction=True)``). The
+Celery worker and the tiny model come from tests/live.py.
+
+A thread rather than tests/live.py's ``live_server_url`` subprocess: the resume test stops and starts
+the web server under the page.
 
 * ``asgi_server``: ``.url``, and ``.restart()`` to stop and start the web server on the same port (a
   web-process restart as the browser sees it).
@@ -19,10 +23,6 @@ from urllib.parse import urlparse
 import pytest
 import uvicorn
 from playwright.sync_api import Browser
-
-# The live Celery worker serving the tiny model, and the registry entry pointing at it. (Imported, not
-# moved: they belong to tests/conversations; in one pytest session each conftest gets its own worker.)
-from tests.conversations.conftest import celery_worker, chat_model_path, llm_model  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

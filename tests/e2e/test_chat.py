@@ -65,9 +65,14 @@ def test_a_new_user_chats_stops_regenerates_edits_branches_renames_and_deletes(p
     expect(page.get_by_text("How can I help you today?")).to_be_visible()
     composer = page.get_by_label("Message Djinn")
 
-    # An empty message is refused on the spot.
+    # An empty message is refused on the spot; Shift+Enter starts a new line instead of sending.
     composer.press("Enter")
     expect(page.get_by_role("alert")).to_have_text("Write a message first.")
+    composer.type("one")
+    composer.press("Shift+Enter")
+    composer.type("two")
+    expect(composer).to_have_value("one\ntwo")
+    expect(page.get_by_role("alert")).to_be_hidden()
 
     # Send with Enter: the reply streams in, piece by piece.
     record_streaming_lengths(page)
@@ -124,8 +129,31 @@ def test_a_new_user_chats_stops_regenerates_edits_branches_renames_and_deletes(p
 
     screenshot(page, "chat-branches")
 
-    # Rename from the sidebar's menu.
+    # A system prompt for this conversation.
+    page.get_by_role("button", name="System prompt for this chat").click()
+    settings = page.get_by_role("dialog", name="System prompt")
+    settings.get_by_label("How Djinn should behave in this chat").fill("Answer like a pirate.")
+    settings.get_by_role("button", name="Save").click()
+    expect(page.locator("[data-open-settings]")).to_have_class(re.compile("has-value"))
+    assert Conversation.objects.get().system_prompt == "Answer like a pirate."
+
+    # Pin it, archive it (it leaves the list), find it among the archived and bring it back.
     current = page.locator(".conversation-item:has([aria-current=page])")
+    current.get_by_role("button", name=re.compile("^Options for")).click()
+    page.get_by_role("menuitem", name="Pin").click()
+    expect(page.locator(".conversation-group-title")).to_have_text("Pinned")
+    current.get_by_role("button", name=re.compile("^Options for")).click()
+    page.get_by_role("menuitem", name="Archive").click()
+    expect(page.get_by_text("No chats yet.")).to_be_visible()
+    page.get_by_role("button", name="Archived chats").click()
+    expect(page.locator("[data-list-heading]")).to_have_text("Archived chats")
+    current.get_by_role("button", name=re.compile("^Options for")).click()
+    page.get_by_role("menuitem", name="Unarchive").click()
+    expect(page.get_by_text("No archived chats.")).to_be_visible()
+    page.get_by_role("button", name="Archived chats").click()
+    expect(current).to_be_visible()
+
+    # Rename from the sidebar's menu.
     current.get_by_role("button", name=re.compile("^Options for")).click()
     page.get_by_role("menuitem", name="Rename").click()
     title = page.get_by_label("New name for this chat")

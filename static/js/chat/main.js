@@ -68,6 +68,7 @@ const socket = new ChatSocket(`${location.protocol === "https:" ? "wss" : "ws"}:
   onOpen: () => {
     const generation = state.generation;
     if (generation) socket.send({ type: "generation.watch", id: generation.id, after: generation.lastSeq });
+    if (state.pending) recoverPending(state.pending);
     sidebar.refresh(); // things may have changed while we were away
     updateComposer();
   },
@@ -279,6 +280,24 @@ function toast(message) {
   element.append(text, close);
   toasts.append(element);
   window.setTimeout(() => element.remove(), 8000);
+}
+
+/**
+ * The connection dropped before a command was answered: it may or may not have been carried out. Show
+ * the conversation as the server has it (with the new reply, if there is one); a message in a chat that
+ * did not exist yet goes back to the composer.
+ * @param {{content: string, articles: HTMLElement[]}} pending
+ */
+function recoverPending(pending) {
+  state.pending = null;
+  for (const article of pending.articles) article.remove();
+  if (state.conversation) {
+    socket.send({ type: "conversation.open", conversation: state.conversation.id });
+  } else if (pending.content) {
+    if (!input.value.trim()) input.value = pending.content;
+    autosize();
+    showComposerError("The connection dropped while sending. If the chat is not in your list, send it again.");
+  }
 }
 
 /** If the branch ends in a reply still being written (after a reload, or on another branch), follow it. */
