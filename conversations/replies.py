@@ -1,4 +1,5 @@
-"""How a queued reply becomes text: the body of the ``generate_reply`` task.
+"""How a generation becomes text: the body of the ``generate_reply`` task, shared (class :class:`Generation`)
+with the inline API completions of ``conversations.completions``.
 
 Status only moves forward (queued -> running -> completed | cancelled | failed), each step a guarded
 update, so a redelivered task can never produce a second reply. Orphans: a reply found ``running``
@@ -7,8 +8,11 @@ reason (the user can regenerate), never re-run: its stream already holds the tex
 streamed, and a second run could only contradict it. The beat job :func:`sweep_stale` does the same
 for replies no delivery comes back for.
 
-One watcher thread per process sends the heartbeats of all replies the process is writing and checks
-their cancel flags, so both keep working while a reply waits in the engine and yields no token.
+Every generation that ends (completed, or cancelled with the tokens it made) writes one usage record,
+keyed by its generation id; a failed one is not charged.
+
+One watcher thread per process sends the heartbeats of all generations the process is writing and checks
+their cancel flags, so both keep working while a generation waits in the engine and yields no token.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -26,11 +30,13 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from accounts.models import UsageRecord
+from accounts.usage import usage_record
 from conversations import prompts, selectors
 from conversations.errors import ConversationError
 from conversations.models import Conversation, Message
 from inference import metrics, runtime, streams
-from inference.engine import Engine, EngineError, RequestOutput
+from inference.engine import Engine, EngineError, RequestOutput, SamplingParams
 from inference.models import LLMModel
 from inference.registry import model_get
 
@@ -101,88 +107,177 @@ def _fail(guarded: Any, message_id: UUID, reason: str, *, code: str = "generatio
     return True
 
 
-class _Reply:
-    def __init__(self, message: Message) -> None:
-        self.message = message
-        self.id = str(message.pk)
-        self.writer = streams.StreamWriter(message.pk)
+class Generation:
+    """The body every generation shares, chat reply or API completion: render the prompt, submit it to the
+    engine, forward each delta to the generation's stream (checking the cancel flag with every one), and
+    end with one terminal event and one usage record. Subclasses say where the prompt comes from and
+    what finishing or failing means for them (a Message row for a reply, nothing but the stream for a
+    completion)."""
+
+    usage_source = UsageRecord.Source.CHAT
+    # What the user reads when the engine fails, and when the worker shuts down mid-generation.
+    engine_failed = ENGINE_FAILED
+    interrupted = INTERRUPTED
+
+    def __init__(self, generation_id: UUID, *, model_name: str, created_at: datetime) -> None:
+        self.generation_id = generation_id
+        self.id = str(generation_id)
+        self.model_name = model_name
+        self.created_at = created_at  # for the time to first token (queueing included)
+        self.writer = streams.StreamWriter(generation_id)
         self.started = time.monotonic()
         self.text: list[str] = []
         self.seq = self.writer.seq
         self.ttft_ms: int | None = None
+
+    # -- what subclasses provide ---------------------------------------------------------------------
+
+    def prompt(self, engine: Engine, model: LLMModel) -> tuple[list[int], SamplingParams]:
+        """The prompt's token ids and the sampling parameters. Raises ConversationError when it cannot run."""
+        raise NotImplementedError
+
+    def end(self, status: str, finish_reason: str, final: RequestOutput | None) -> None:
+        """The generation ended with ``status`` (completed or cancelled): save, record usage, append ``done``."""
+        raise NotImplementedError
+
+    def fail(self, reason: str, *, code: str = "generation_failed", final: RequestOutput | None = None) -> None:
+        """The generation failed: ``reason`` is shown to the user. Append the ``error`` event."""
+        raise NotImplementedError
+
+    def checkpoint(self, output: RequestOutput) -> bool:
+        """Called about once a second while deltas flow; False stops the generation (it was taken away)."""
+        return True
+
+    def on_output(self, output: RequestOutput) -> None:
+        """Called for every engine output, before its text (if any) is appended to the stream."""
+
+    # -- the shared body -----------------------------------------------------------------------------
 
     def run(self) -> None:
         try:
             engine = self._submit()
             if engine is None:
                 return
-            _watcher.add(self.message.pk, engine)
+            _watcher.add(self.generation_id, engine)
             try:
                 final = self._stream(engine)
             finally:
-                _watcher.remove(self.message.pk)
+                _watcher.remove(self.generation_id)
             if final is not None:
                 self._finish(final)
         except Exception:
-            # The task's last line of defence: whatever broke, the reply must not stay "running".
-            logger.exception("Reply %s crashed", self.id, extra={"generation_id": self.id})
-            self._fail(ENGINE_FAILED)
+            # The task's last line of defence: whatever broke, the generation must not stay "running".
+            logger.exception("Generation %s crashed", self.id, extra={"generation_id": self.id})
+            self.fail(self.engine_failed)
             raise
 
     def _submit(self) -> Engine | None:
-        """Render the prompt and hand it to the engine; None (and the reply failed) if it cannot run."""
-        message = self.message
-        conversation = message.conversation
+        """Render the prompt and hand it to the engine; None (and the generation ended) if it cannot run."""
         try:
-            model = model_get(message.model)
+            model = model_get(self.model_name)
             engine = runtime.get_engine(model)
-            path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=message.parent_id)
-            chat = prompts.chat_messages(owner=conversation.owner, conversation=conversation, path=path)
-            prompt_ids = engine.tokenizer.encode_chat(chat)
-            context = runtime.context_length(model)
-            prompts.ensure_room(len(prompt_ids), context, model)
-            params = prompts.sampling_params(message.params, max_tokens_limit=context - len(prompt_ids))
-            if streams.cancel_requested(message.pk):
-                self._save_final(Message.Status.CANCELLED, "cancelled", None)
+            prompt_ids, params = self.prompt(engine, model)
+            if streams.cancel_requested(self.generation_id):
+                self.end(Message.Status.CANCELLED, "cancelled", None)
                 return None
             engine.submit(prompt_ids, params, request_id=self.id)
         except LLMModel.DoesNotExist:
-            self._fail(f"The model {message.model!r} is no longer available.", code="model_not_found")
+            self.fail(f"The model {self.model_name!r} is no longer available.", code="model_not_found")
             return None
         except ConversationError as exc:
-            self._fail(exc.message, code=exc.code)
+            self.fail(exc.message, code=exc.code)
             return None
         except EngineError:
-            logger.exception("The engine refused reply %s", self.id, extra={"generation_id": self.id})
-            self._fail(ENGINE_FAILED)
+            logger.exception("The engine refused generation %s", self.id, extra={"generation_id": self.id})
+            self.fail(self.engine_failed)
             return None
         return engine
 
     def _stream(self, engine: Engine) -> RequestOutput | None:
-        """Forward the engine's deltas to the stream; the final output, or None if the reply was taken away
-        (deleted, or failed by the sweeper) while it was being written."""
+        """Forward the engine's deltas to the stream; the final output, or None if the generation was taken
+        away (deleted, or failed by the sweeper) while it was being written."""
         last_save = time.monotonic()
         outputs = engine.stream(self.id)
         try:
             for output in outputs:
+                self.on_output(output)
                 text = output.text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
                 if text:
                     if self.ttft_ms is None:
-                        self.ttft_ms = _ms_since(self.message.created_at)
+                        self.ttft_ms = _ms_since(self.created_at)
                     self.text.append(text)
-                    self.seq = self.writer.delta(text)
+                    self.seq = self.append_delta(text)
                 if output.finish_reason is not None:
                     return output
                 # The writer read the flag with the delta; only a textless step needs a round trip of its own.
-                if self.writer.cancel_requested if text else streams.cancel_requested(self.message.pk):
+                if self.writer.cancel_requested if text else streams.cancel_requested(self.generation_id):
                     engine.abort(self.id)
                 if time.monotonic() - last_save >= PARTIAL_SAVE_INTERVAL_S:
                     last_save = time.monotonic()
-                    if not self._save_partial(output):
+                    if not self.checkpoint(output):
                         return None
         finally:
             outputs.close()  # leaving early aborts the request in the engine
         return None
+
+    def append_delta(self, text: str) -> int:
+        return self.writer.delta(text)
+
+    def _finish(self, final: RequestOutput) -> None:
+        reason = final.finish_reason
+        if reason == "abort" and streams.cancel_requested(self.generation_id):
+            self.end(Message.Status.CANCELLED, "cancelled", final)
+        elif reason == "abort":
+            self.fail(self.interrupted, final=final)
+        elif reason == "error":
+            logger.error("Engine error in generation %s: %s", self.id, final.error, extra={"generation_id": self.id})
+            self.fail(self.engine_failed, final=final)
+        else:
+            self.end(Message.Status.COMPLETED, str(reason), final)
+
+    def usage(self, final: RequestOutput | None) -> dict[str, int]:
+        """Tokens processed and produced (zero when the engine never ran the request)."""
+        if final is None:
+            return {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
+        return {
+            "prompt_tokens": final.usage.prompt_tokens,
+            "completion_tokens": final.usage.completion_tokens,
+            "cached_tokens": final.usage.cached_prompt_tokens,
+        }
+
+    def duration_ms(self) -> int:
+        return round((time.monotonic() - self.started) * 1000)
+
+    def finished_metrics(self, status: str, usage: dict[str, int], duration_ms: int) -> None:
+        metrics.generation_finished(
+            self.model_name,
+            status,
+            ttft_ms=self.ttft_ms,
+            duration_ms=duration_ms,
+            prompt_tokens=usage["prompt_tokens"],
+            cached_tokens=usage["cached_tokens"],
+            completion_tokens=usage["completion_tokens"],
+        )
+
+
+class _Reply(Generation):
+    """A chat reply: an assistant Message, saved as it streams."""
+
+    def __init__(self, message: Message) -> None:
+        super().__init__(message.pk, model_name=message.model, created_at=message.created_at)
+        self.message = message
+
+    def prompt(self, engine: Engine, model: LLMModel) -> tuple[list[int], SamplingParams]:
+        conversation = self.message.conversation
+        path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=self.message.parent_id)
+        chat = prompts.chat_messages(owner=conversation.owner, conversation=conversation, path=path)
+        prompt_ids = engine.tokenizer.encode_chat(chat)
+        context = runtime.context_length(model)
+        prompts.ensure_room(len(prompt_ids), context, model)
+        return prompt_ids, prompts.sampling_params(self.message.params, max_tokens_limit=context - len(prompt_ids))
+
+    def checkpoint(self, output: RequestOutput) -> bool:
+        return self._save_partial(output)
 
     def _save_partial(self, output: RequestOutput) -> bool:
         return bool(
@@ -195,57 +290,45 @@ class _Reply:
             )
         )
 
-    def _finish(self, final: RequestOutput) -> None:
-        reason = final.finish_reason
-        if reason == "abort" and streams.cancel_requested(self.message.pk):
-            self._save_final(Message.Status.CANCELLED, "cancelled", final)
-        elif reason == "abort":
-            self._fail(INTERRUPTED, final=final)
-        elif reason == "error":
-            logger.error("Engine error in reply %s: %s", self.id, final.error, extra={"generation_id": self.id})
-            self._fail(ENGINE_FAILED, final=final)
-        else:
-            self._save_final(Message.Status.COMPLETED, str(reason), final)
-
     def _fields(self, final: RequestOutput | None) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "content": "".join(self.text),
             "content_seq": self.seq,
             "ttft_ms": self.ttft_ms,
-            "duration_ms": round((time.monotonic() - self.started) * 1000),
+            "duration_ms": self.duration_ms(),
             "updated_at": timezone.now(),
         }
         if final is not None:
-            fields["prompt_tokens"] = final.usage.prompt_tokens
-            fields["cached_tokens"] = final.usage.cached_prompt_tokens
-            fields["completion_tokens"] = final.usage.completion_tokens
+            fields.update(self.usage(final))
         return fields
 
-    def _save_final(self, status: str, finish_reason: str, final: RequestOutput | None) -> None:
+    def end(self, status: str, finish_reason: str, final: RequestOutput | None) -> None:
         fields = self._fields(final)
+        usage = self.usage(final)
         guarded = Message.objects.filter(pk=self.message.pk, status=Message.Status.RUNNING)
-        if not guarded.update(status=status, finish_reason=finish_reason, **fields):
-            return  # deleted or failed by the sweeper meanwhile: its stream has already ended
-        usage = {k: fields.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "cached_tokens")}
+        # The reply's end and its charge commit together: a redelivery finds the reply finished and charges
+        # nothing, and a reply is never finished without its usage record.
+        with transaction.atomic():
+            if not guarded.update(status=status, finish_reason=finish_reason, **fields):
+                return  # deleted or failed by the sweeper meanwhile: its stream has already ended
+            usage_record(
+                user_id=self.message.conversation.owner_id,
+                generation_id=self.generation_id,
+                model=self.model_name,
+                source=self.usage_source,
+                **usage,
+            )
         self.seq = self.writer.done(finish_reason=finish_reason, usage=usage)
-        metrics.generation_finished(
-            self.message.model,
-            status,
-            ttft_ms=self.ttft_ms,
-            duration_ms=fields["duration_ms"],
-            prompt_tokens=usage["prompt_tokens"],
-            cached_tokens=usage["cached_tokens"],
-            completion_tokens=usage["completion_tokens"],
-        )
+        self.finished_metrics(status, usage, fields["duration_ms"])
         if status == Message.Status.COMPLETED:
             self._title_if_provisional()
 
-    def _fail(self, reason: str, *, code: str = "generation_failed", final: RequestOutput | None = None) -> None:
+    def fail(self, reason: str, *, code: str = "generation_failed", final: RequestOutput | None = None) -> None:
         guarded = Message.objects.filter(pk=self.message.pk, status=Message.Status.RUNNING)
         if guarded.update(status=Message.Status.FAILED, finish_reason="error", error=reason, **self._fields(final)):
             logger.warning("Reply %s failed: %s", self.id, reason, extra={"generation_id": self.id, "code": code})
             self.seq = self.writer.error(message=reason, code=code)
-            metrics.generation_finished(self.message.model, Message.Status.FAILED)
+            metrics.generation_finished(self.model_name, Message.Status.FAILED)
 
     def _title_if_provisional(self) -> None:
         from conversations.tasks import generate_title
