@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("conversations.api.urls")),
     path("api/", include(api.urlpatterns)),
+    path("v1/", include("conversations.openai_api.urls")),
     path("developers/", api.developers, name="developers"),
     path("", chat_views.home, name="home"),
     path("", include("conversations.urls")),
