@@ -5,8 +5,8 @@ Celery worker and the tiny model come from tests/live.py.
 A thread rather than tests/live.py's ``live_server_url`` subprocess: the resume test stops and starts
 the web server under the page.
 
-* ``asgi_server``: ``.url``, and ``.restart()`` to stop and start the web server on the same port (a
-  web-process restart as the browser sees it).
+* ``asgi_server``: ``.url``; ``.stop()`` and ``.start()`` take the web server down and bring it back
+  on the same port (a web-process restart, as the browser sees it).
 * ``page``: a fresh browser context per test; a JavaScript error on the page fails the test, and
   ``page.external_requests`` lists every request that left the live server.
 """
@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 import pytest
 import uvicorn
+from django.db import connections
 from playwright.sync_api import Browser
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -59,11 +60,6 @@ class LiveServer:
         self.thread.join(timeout=15)
         self.server = self.thread = None
 
-    def restart(self, *, down_for_s: float = 0.0) -> None:
-        self.stop()
-        time.sleep(down_for_s)
-        self.start()
-
 
 @pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:
@@ -71,7 +67,10 @@ def _fast_password_hashing(settings) -> None:
 
 
 @pytest.fixture
-def asgi_server(transactional_db) -> Iterator[LiveServer]:
+def asgi_server(transactional_db, monkeypatch) -> Iterator[LiveServer]:
+    # Requests run in short-lived threads: without persistent connections each closes its own when done,
+    # so none is left open on the test database when it is dropped.
+    monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
     server = LiveServer()
     server.start()
     yield server
