@@ -6,7 +6,22 @@ stream: every watched generation is its own asyncio task doing a blocking XREAD 
 nothing here blocks the event loop, and a slow client only ever delays its own tasks, never the worker
 that writes the stream nor other clients.
 
-The frames are documented in DESIGN.md ("A chat message, end to end") and in ``HANDLERS`` below.
+Frames (DESIGN.md, "A chat message, end to end", has the flow). Browser -> server, each a JSON object
+with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
+
+    message.send {conversation, parent, content, model, system_prompt, params}   -> turn.created, then
+    message.regenerate {message} / message.edit {message, content}                  conversation.branch,
+                                                                                    then the reply's events
+    generation.watch {id, after} -> the events with seq > after;  generation.cancel {id}
+    conversation.rename {conversation, title} / .pin {conversation, pinned} / .archive {conversation,
+        archived} / .set_system_prompt {conversation, system_prompt}  -> conversation.updated (every tab)
+    conversation.delete {conversation} -> conversation.deleted {conversation} (every tab)
+    conversation.switch_branch {message} / conversation.open {conversation} -> conversation.branch
+    conversation.search {query, archived} -> conversation.list {query, archived, conversations}
+
+Server -> browser also: generation.delta {id, seq, text}, generation.done {id, seq, finish_reason, usage,
+message}, generation.error {id, seq, message, code}, error {code, message, client_id?}. Conversations
+and messages are presenters' dicts; a branch is ``presenters.branch_to_list``.
 """
 
 from __future__ import annotations
