@@ -35,7 +35,12 @@ $(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
 run: $(RUNTIME_STAMP)
 	$(PY) -m config.run
 
-test: $(DEV_STAMP)
+# TypeScript checks the chat's JSDoc-typed JavaScript in the test suite; running Djinn needs no Node.js.
+node_modules/.package-lock.json: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the JavaScript type-check tests will be skipped"; fi
+
+test: $(DEV_STAMP) node_modules/.package-lock.json
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)

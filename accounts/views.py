@@ -29,10 +29,9 @@ from accounts.selectors import user_can_chat
 # Home --------------------------------------------------------------------------------------------
 
 
-def home(request: HttpRequest) -> HttpResponse:
-    if not request.user.is_authenticated:
-        return render(request, "landing.html")
-    return render(request, "home.html")
+def landing(request: HttpRequest) -> HttpResponse:
+    """What a visitor who is not signed in sees at "/" (signed-in users get the chat there)."""
+    return render(request, "landing.html")
 
 
 # Log in, sign up, log out ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ SIDEBAR_LIMIT = 200  # the most recent; search reaches the rest
 @require_safe
 def home(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
-        return account_views.home(request)
+        return account_views.landing(request)
     return new_chat(request)
 
 

@@ -57,15 +57,6 @@ def test_the_landing_page_tells_visitors_what_djinn_is(client, db):
     assert reverse("accounts:signup").encode() in response.content
 
 
-def test_the_account_home_greets_the_user_and_shows_verification_state(client, unverified_user):
-    client.force_login(unverified_user)
-
-    response = client.get(reverse("home"))
-
-    assert b"Hello, Grace Hopper" in response.content
-    assert b"Not verified" in response.content
-
-
 def test_the_verification_required_page_renders_for_unverified_users(client, settings, unverified_user):
     settings.DJINN_REQUIRE_EMAIL_VERIFICATION = True
     client.force_login(unverified_user)
