@@ -14,6 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from inference.runtime import warm_up_in_background  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -21,3 +22,6 @@ application = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
+
+# The first message would otherwise wait seconds while the model's tokenizer is read (to check context).
+warm_up_in_background()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, close_old_connections
 from gguf import GGUFReader
 
 from inference.engine import Engine, ModelLoadError
@@ -81,6 +82,23 @@ def warm_up(model: LLMModel | None = None) -> None:
     """Read the model's tokenizer and context length now rather than on the first message (a GGUF file
     takes seconds to parse). For a web process to call at start, in a background thread."""
     get_tokenizer(model)
+
+
+def warm_up_in_background() -> threading.Thread:
+    """Start :func:`warm_up` in a daemon thread (the web process calls this as it starts). Best effort:
+    if it cannot run yet (no migrations, no model), the first message does the work instead."""
+
+    def run() -> None:
+        try:
+            warm_up()
+        except (DatabaseError, ModelLoadError, LLMModel.DoesNotExist) as exc:
+            logger.warning("Tokenizer warm-up skipped: %s", exc)
+        finally:
+            close_old_connections()
+
+    thread = threading.Thread(target=run, name="djinn-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def count_chat_tokens(messages: Sequence[Mapping[str, Any]], model: LLMModel | None = None) -> int:

@@ -100,3 +100,12 @@ def test_finished_generations_are_counted_with_their_tokens_and_timings():
     assert sample("djinn_generations_finished_total", labels | {"status": "completed"}) == completed + 1
     assert sample("djinn_generation_tokens_total", labels | {"kind": "completion"}) == completion_tokens + 5
     assert sample("djinn_generation_ttft_seconds_count", labels) == ttfts + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_background_warm_up_reads_the_tokenizer_before_the_first_message(llm_model):
+    runtime._checkpoint_infos.clear()
+
+    runtime.warm_up_in_background().join(timeout=60)
+
+    assert runtime._checkpoint_infos
