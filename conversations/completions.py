@@ -82,16 +82,23 @@ def completion_start(*, user: User, api_key_id: int | None, request: CompletionR
     _check_params(params)
     created = time.time()
     generation_ids = [uuid.uuid4() for _ in range(request.n)]
-    for index, generation_id in enumerate(generation_ids):
-        payload = {
-            "user_id": user.pk,
-            "api_key_id": api_key_id,
-            "model": model.name,
-            "messages": request.messages,
-            "params": _choice_params(params, index),
-            "created": created,
-        }
-        generate_completion.delay(str(generation_id), payload)
+    queued = 0
+    try:
+        for index, generation_id in enumerate(generation_ids):
+            payload = {
+                "user_id": user.pk,
+                "api_key_id": api_key_id,
+                "model": model.name,
+                "messages": request.messages,
+                "params": _choice_params(params, index),
+                "created": created,
+            }
+            generate_completion.delay(str(generation_id), payload)
+            queued += 1
+    finally:
+        # The broker failed part-way: the choices already queued would run for nobody.
+        for generation_id in generation_ids[:queued] if queued < len(generation_ids) else []:
+            streams.request_cancel(generation_id)
     logger.info(
         "Completion queued",
         extra={"generation_ids": [str(g) for g in generation_ids], "model": model.name, "user_id": user.pk},
