@@ -15,6 +15,11 @@ import redis
 import redis.asyncio
 from django.conf import settings
 
+# redis-py's default socket timeout (5 s) is shorter than a blocking XREAD may wait (up to 10 s), which
+# would turn a quiet stream into a TimeoutError. Readers block for at most MAX_BLOCK_MS.
+MAX_BLOCK_MS = 10_000
+SOCKET_TIMEOUT_S = MAX_BLOCK_MS / 1000 + 20
+
 _lock = threading.Lock()
 _sync_client: redis.Redis | None = None
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
@@ -26,7 +31,9 @@ def get_redis() -> redis.Redis:
     if _sync_client is None:
         with _lock:
             if _sync_client is None:
-                _sync_client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+                _sync_client = redis.Redis.from_url(
+                    settings.REDIS_URL, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S
+                )
     return _sync_client
 
 
@@ -35,6 +42,8 @@ def get_async_redis() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+        client = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S
+        )
         _async_clients[loop] = client
     return client

@@ -172,3 +172,10 @@ def test_each_append_reports_whether_cancel_was_requested(gen_id):
     writer.delta("b")
 
     assert (before, writer.cancel_requested) == (False, True)
+
+
+def test_a_quiet_stream_blocks_longer_than_redis_default_socket_timeout_without_error(gen_id):
+    # redis-py's clients time out after 5 s by default; readers block for longer than that.
+    events = asyncio.run(streams.aread_events(gen_id, after=0, block_ms=6_000))
+
+    assert events == []
