@@ -1,0 +1,337 @@
+"""Benchmark of the non-inference REST API: list conversations and retrieve one, over HTTP on loopback.
+
+    python benchmarks/api_bench.py [--workers 1,2] [--connections 8] [--duration 10]
+
+It makes a database of its own beside the configured one (``<name>_apibench``, dropped at the end), fills
+it with one user owning 50 conversations of 20 messages, starts uvicorn on config.asgi with production
+settings (``DJANGO_DEBUG=0``; benchmarks.api_settings, that is config.settings with pooled database
+connections) for each worker count, and drives it with a closed-loop client: a fixed number of keep-alive
+connections, each sending its next request when the last one is answered, for a fixed time after a
+warm-up. It prints requests/s and p50/p99 latency per endpoint, then the same as one JSON line. The client
+is plain asyncio on raw sockets so that it takes little of the CPU it shares with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+BASE_DIR = Path(__file__).resolve().parents[1]
+SERVER_START_TIMEOUT_S = 60
+TARGET_RPS = 500  # issue 5: over 500 requests/s with p99 under 50 ms on a 2-core machine
+TARGET_P99_MS = 50
+
+
+@dataclass
+class Result:
+    workers: int
+    endpoint: str
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        """Answered requests per second, errors excluded."""
+        return (self.requests - self.errors) / self.seconds
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+# The database -----------------------------------------------------------------------------------------
+
+
+def setup_django() -> None:
+    sys.path.insert(0, str(BASE_DIR))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+def seed(conversations: int, messages: int) -> tuple[str, list[str]]:
+    """One user with an API key and ``conversations`` conversations of ``messages`` messages (alternating
+    questions and answers of a few hundred characters); returns the key and the conversation ids."""
+    from django.utils import timezone
+
+    from accounts import services
+    from accounts.models import User
+    from conversations.models import Conversation, Message
+    from inference.registry import model_get
+
+    user = User.objects.create_user(email="bench@example.com", password=secrets.token_urlsafe(16))
+    _api_key, key = services.api_key_create(user=user, name="api bench")
+    model = model_get(None).name
+    rng = random.Random(0)
+    words = ["the", "of", "and", "a", "to", "in", "is", "you", "that", "it", "was", "for", "on", "are", "with"]
+    now = timezone.now()
+    chats = Conversation.objects.bulk_create(
+        Conversation(owner=user, title=f"Conversation {i}", title_is_provisional=False, model=model, updated_at=now)
+        for i in range(conversations)
+    )
+    rows = []
+    for chat in chats:
+        parent = None
+        for j in range(messages):
+            role = Message.Role.USER if j % 2 == 0 else Message.Role.ASSISTANT
+            content = " ".join(rng.choice(words) for _ in range(40 if role == Message.Role.USER else 120))
+            parent = Message(conversation=chat, parent=parent, role=role, content=content, model=model)
+            rows.append(parent)
+        chat.current_leaf = parent
+    Message.objects.bulk_create(rows)
+    Conversation.objects.bulk_update(chats, ["current_leaf"])
+    return key, [str(chat.pk) for chat in chats]
+
+
+def database_url() -> str:
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    host = db.get("HOST") or "localhost"
+    host = quote(host, safe="") if host.startswith("/") else host
+    credentials = quote(db.get("USER") or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
+
+
+# The server -------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(workers: int, port: int) -> subprocess.Popen[bytes]:
+    from django.conf import settings
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "benchmarks.api_settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "warning",
+    }
+    command = [
+        *(sys.executable, "-m", "uvicorn", "config.asgi:application"),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)),
+        *("--no-access-log", "--log-level", "warning"),
+    ]
+    server = subprocess.Popen(command, cwd=BASE_DIR, env=env)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while not _answers(f"http://127.0.0.1:{port}/healthz"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop_server(server)
+            raise SystemExit(f"uvicorn did not start on port {port}")
+        time.sleep(0.2)
+    wait_until_idle(server.pid, deadline)
+    return server
+
+
+def wait_until_idle(pid: int, deadline: float) -> None:
+    """Wait for the server's processes to go quiet: a web process warms the model's tokenizer up in the
+    background as it starts, which would otherwise be measured as serving cost (Linux only)."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        time.sleep(3)
+        return
+    while time.monotonic() < deadline:
+        before = _cpu_seconds(pid)
+        time.sleep(0.5)
+        if _cpu_seconds(pid) - before < 0.02:
+            return
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU time of ``pid`` and its children (uvicorn's workers), in seconds."""
+    pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    ticks = 0
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+# The client -------------------------------------------------------------------------------------------
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    if "content-length" in headers:
+        return status, await reader.readexactly(int(headers["content-length"]))
+    body = b""
+    while True:  # chunked
+        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+        chunk = await reader.readexactly(size + 2)
+        if size == 0:
+            return status, body
+        body += chunk[:-2]
+
+
+async def connection(port: int, key: str, paths: list[str], start: float, end: float, result: Result) -> None:
+    """One keep-alive connection sending requests back to back until ``end``; what is answered between
+    ``start`` and ``end`` counts. A request that fails (not a 200, or the connection dropped) is an error."""
+    rng = random.Random()
+    headers = f"Host: 127.0.0.1\r\nAuthorization: Bearer {key}\r\nAccept: application/json\r\n"
+    writer = None
+    while (sent_at := time.perf_counter()) < end:
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET {rng.choice(paths)} HTTP/1.1\r\n{headers}\r\n".encode())
+            status, _body = await read_response(reader)
+        except (OSError, asyncio.IncompleteReadError):
+            status, writer = 0, None
+            await asyncio.sleep(0.01)
+        done_at = time.perf_counter()
+        if sent_at >= start and done_at <= end:
+            result.requests += 1
+            result.errors += status != 200
+            result.latencies_ms.append((done_at - sent_at) * 1000)
+    if writer is not None:
+        writer.close()
+
+
+async def drive(
+    port: int, key: str, paths: list[str], connections: int, warmup: float, duration: float, result: Result
+) -> None:
+    start = time.perf_counter() + warmup
+    end = start + duration
+    await asyncio.gather(*(connection(port, key, paths, start, end, result) for _ in range(connections)))
+
+
+def check_responses(port: int, key: str, conversation_id: str, messages: int) -> None:
+    """Fail early when the server does not answer what is being measured."""
+
+    def get(path: str) -> dict:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    listed = get("/api/v1/conversations")
+    detail = get(f"/api/v1/conversations/{conversation_id}")
+    if len(listed["results"]) != 20 or len(detail["messages"]) != messages:
+        raise SystemExit(f"Unexpected responses: {len(listed['results'])} listed, {len(detail['messages'])} messages")
+
+
+# Main -------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", default="1,2", help="uvicorn worker counts to measure, comma-separated")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive connections")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per endpoint")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument("--messages", type=int, default=20, help="per conversation")
+    args = parser.parse_args()
+    worker_counts = [int(n) for n in args.workers.split(",")]
+
+    setup_django()
+    from django.conf import settings
+    from django.db import connection as db
+
+    db_settings = settings.DATABASES["default"]
+    db_settings.setdefault("TEST", {})["NAME"] = f"{db_settings['NAME']}_apibench"
+    original_name = db.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    results: list[Result] = []
+    try:
+        key, conversation_ids = seed(args.conversations, args.messages)
+        db.close()  # the servers have the database to themselves
+        endpoints = {
+            "GET /api/v1/conversations": ["/api/v1/conversations"],
+            "GET /api/v1/conversations/{id}": [f"/api/v1/conversations/{c}" for c in conversation_ids],
+        }
+        for workers in worker_counts:
+            port = free_port()
+            server = start_server(workers, port)
+            try:
+                check_responses(port, key, conversation_ids[0], args.messages)
+                for endpoint, paths in endpoints.items():
+                    result = Result(workers, endpoint, 0, 0, args.duration, [])
+                    asyncio.run(drive(port, key, paths, args.connections, args.warmup, args.duration, result))
+                    results.append(result)
+            finally:
+                stop_server(server)
+    finally:
+        db.creation.destroy_test_db(original_name, verbosity=0)
+
+    print_table(results, args)
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    print(
+        f"\nDjinn REST API: {args.conversations} conversations x {args.messages} messages, {args.connections} "
+        f"connections, {args.duration:g} s per run after {args.warmup:g} s warm-up, {os.cpu_count()} CPUs, "
+        f"uvicorn on loopback (target: > {TARGET_RPS} req/s, p99 < {TARGET_P99_MS} ms)\n"
+    )
+    header = f"{'workers':>7}  {'endpoint':<32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.workers:>7}  {r.endpoint:<32} {r.rps:>8.0f} {r.percentile(50):>8.1f} {r.percentile(99):>8.1f} "
+            f"{r.errors:>7}"
+        )
+    summary = [
+        {
+            "workers": r.workers,
+            "endpoint": r.endpoint,
+            "rps": round(r.rps, 1),
+            "p50_ms": round(r.percentile(50), 2),
+            "p99_ms": round(r.percentile(99), 2),
+            "errors": r.errors,
+        }
+        for r in results
+    ]
+    print("\n" + json.dumps({"api_bench": summary}))
+
+
+if __name__ == "__main__":
+    main()
