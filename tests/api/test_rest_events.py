@@ -3,14 +3,17 @@ Last-Event-ID (exactly the missing events), ending on the terminal event, and a 
 
 from __future__ import annotations
 
+import http.client
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
 from conversations.models import Message
 from inference import streams
 from tests.conversations.factories import ConversationFactory, add_exchange
+from tests.factories import UserFactory
 
 # The sync test client drains the view's async event stream through async_to_sync, and Django says so.
 pytestmark = pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consume asynchronous iterators")
@@ -130,8 +133,6 @@ def test_a_session_follows_its_replies_too(client, api_user, running_reply, writ
 
 @pytest.mark.django_db(transaction=True)
 def test_a_live_reply_streams_its_text_and_ends_with_the_saved_message(make_api_client, celery_worker, llm_model):
-    from tests.factories import UserFactory
-
     client = make_api_client(UserFactory())
     turn = client.post(
         "/api/v1/conversations", {"content": "Hi", "params": {"temperature": 0, "max_tokens": 12}}, format="json"
@@ -147,3 +148,69 @@ def test_a_live_reply_streams_its_text_and_ends_with_the_saved_message(make_api_
     message = client.get(f"/api/v1/conversations/{turn['conversation']['id']}").json()["messages"][-1]
     assert message["status"] == "completed"
     assert message["content"] == "".join(e["data"]["text"] for e in events[:-1])
+
+
+class SseConnection:
+    """A real HTTP connection to the live server, reading SSE events as they come."""
+
+    def __init__(self, base_url: str, path: str, key: str, last_event_id: int | None = None) -> None:
+        self.connection = http.client.HTTPConnection(urlsplit(base_url).netloc, timeout=60)
+        headers = {"Authorization": f"Bearer {key}", "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        self.connection.request("GET", path, headers=headers)
+        self.response = self.connection.getresponse()
+
+    def next_event(self) -> dict[str, Any]:
+        fields: dict[str, str] = {}
+        while True:
+            line = self.response.readline().decode().rstrip("\n")
+            if not line and fields:
+                return {"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])}
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_a_real_connection_a_client_that_reconnects_gets_every_event_once(
+    make_api_client, celery_worker, live_server_url, llm_model
+):
+    client = make_api_client(UserFactory())
+    key = client.api_key
+    turn = client.post(
+        "/api/v1/conversations", {"content": "Hi", "params": {"temperature": 0, "max_tokens": 40}}, format="json"
+    ).json()
+    path = f"/api/v1/generations/{turn['assistant_message']['id']}/events"
+
+    first = SseConnection(live_server_url, path, key)
+    assert first.response.status == 200
+    assert first.response.getheader("Content-Type") == "text/event-stream; charset=utf-8"
+    before = [first.next_event(), first.next_event()]
+    first.close()  # the connection drops mid-reply
+    second = SseConnection(live_server_url, path, key, last_event_id=before[-1]["id"])
+    after = [second.next_event()]
+    while after[-1]["event"] != "done":
+        after.append(second.next_event())
+    second.close()
+
+    events = before + after
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    assert events[-1]["data"]["usage"]["completion_tokens"] == 40
+    message = client.get(f"/api/v1/conversations/{turn['conversation']['id']}").json()["messages"][-1]
+    assert message["content"] == "".join(e["data"]["text"] for e in events[:-1])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_a_real_connection_someone_elses_stream_is_a_404(make_api_client, live_server_url, api_user):
+    _question, reply = add_exchange(ConversationFactory(owner=api_user), status=Message.Status.RUNNING)
+    stranger = make_api_client(UserFactory())
+
+    connection = SseConnection(live_server_url, f"/api/v1/generations/{reply.pk}/events", stranger.api_key)
+
+    assert connection.response.status == 404
+    assert json.loads(connection.response.read()) == {"detail": "Generation not found.", "code": "not_found"}
+    connection.close()
