@@ -29,15 +29,23 @@ from .errors import ModelLoadError
 
 INT4_GROUP = 32  # one Q4_0/Q4_1/Q8_0 block = one PyTorch int4 group
 
-# The int4 kernel's cost grows with the token count (it unpacks per row of x) while the dense bf16
-# matmul stays bound by reading weights until a few dozen tokens. Measured on SmolLM2-135M's shapes
-# (2 cores, AVX-512 BF16), all 30 layers: 1 token 4.1 ms int4 vs 17.4 dense; 8: 12.4 vs 24.0;
-# 16: 25.8 vs 27.7; 32: 46.6 vs 59+ (1 thread: 82 vs 59). So int4 up to 16 tokens per int4 matrix:
-# a Q8_0 weight (two matrices) switches to dense above 8.
-INT4_MAX_TOKENS = 16
+# The int4 kernel's cost grows with the token count (it unpacks weights per row of x) while the
+# packed dense bf16 matmul stays bound by reading weights up to a few dozen tokens. Measured on
+# SmolLM2-135M, whole decode steps (CPU time, one thread): int4 layers vs dense layers 26.5 vs 35.1 ms
+# at 4 tokens, 42.3 vs 44.8 at 8, 58.4 vs 53.3 at 12; the Q8_0 head as two int4 matrices vs dense
+# 20.7 vs 21.8 ms at 2 tokens, 27.7 vs 26.5 at 4. Steps up to these many tokens use int4:
+INT4_MAX_TOKENS = 8  # one int4 matrix (Q4_0, Q4_1)
+INT4_PAIR_MAX_TOKENS = 2  # two (Q8_0)
+
+# oneDNN reads a plain bf16 weight into its blocked layout on every call; packing it once at load
+# makes the dense matmul 1.3-2x faster at the sizes a step has (bit-identical results). The layout is
+# tuned for this many rows of x but correct for any.
+ONEDNN_PACK_ROWS = 32
 
 _int4_mm = torch.ops.aten._weight_int4pack_mm_for_cpu
 _int4_pack = torch.ops.aten._convert_weight_to_int4pack_for_cpu
+_onednn_mm = torch.ops.mkldnn._linear_pointwise
+_onednn_pack = torch.ops.mkldnn._reorder_linear_weight
 
 
 @dataclass
@@ -76,9 +84,14 @@ def _fp16_field(blocks: torch.Tensor, start: int) -> torch.Tensor:
 def int4_parts(w: GGMLWeight, rows: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Q4_0/Q4_1 -> (q (n, K) uint8 in 0..15, scale (n, K/32) f32, zero (n, K/32) f32) such that
     weight = (q - 8) * scale + zero, which is PyTorch's int4 weight-only convention."""
-    blocks = _blocks(w, rows)  # (n, nb, 18 or 20)
-    d = _fp16_field(blocks, 0)
-    if w.qtype == GGMLQuantizationType.Q4_1:
+    return _int4_from_blocks(_blocks(w, rows), w.qtype)
+
+
+def _int4_from_blocks(
+    blocks: torch.Tensor, qtype: GGMLQuantizationType
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    d = _fp16_field(blocks, 0)  # blocks (n, nb, 18 or 20)
+    if qtype == GGMLQuantizationType.Q4_1:
         zero = _fp16_field(blocks, 2) + 8 * d  # llama.cpp: d * q + m
         qs = blocks[..., 4:]
     else:
@@ -89,13 +102,21 @@ def int4_parts(w: GGMLWeight, rows: slice = slice(None)) -> tuple[torch.Tensor, 
     return q, d.squeeze(-1), zero.squeeze(-1)
 
 
-def _dequantize_rows(w: GGMLWeight, rows: slice) -> torch.Tensor:  # (n, K) float32
-    if w.is_int4:
-        q, scale, zero = int4_parts(w, rows)
-        return ((q.view(q.shape[0], -1, INT4_GROUP).float() - 8) * scale[..., None] + zero[..., None]).flatten(1)
-    if w.qtype == GGMLQuantizationType.Q8_0:
-        blocks = _blocks(w, rows)  # (n, nb, 34): fp16 d then 32 int8
+# The types decoded here in torch (fast, and on rows picked by index); others go through gguf-py.
+TORCH_DECODED = (GGMLQuantizationType.Q4_0, GGMLQuantizationType.Q4_1, GGMLQuantizationType.Q8_0)
+
+
+def decode_blocks(blocks: torch.Tensor, qtype: GGMLQuantizationType) -> torch.Tensor:
+    """Rows of Q4_0/Q4_1/Q8_0 blocks (n, nb, block_bytes) uint8 -> (n, K) float32."""
+    if qtype == GGMLQuantizationType.Q8_0:  # fp16 d then 32 int8
         return (blocks[..., 2:].contiguous().view(torch.int8).float() * _fp16_field(blocks, 0)).flatten(1)
+    q, scale, zero = _int4_from_blocks(blocks, qtype)
+    return ((q.view(q.shape[0], -1, INT4_GROUP).float() - 8) * scale[..., None] + zero[..., None]).flatten(1)
+
+
+def _dequantize_rows(w: GGMLWeight, rows: slice) -> torch.Tensor:  # (n, K) float32
+    if w.qtype in TORCH_DECODED:
+        return decode_blocks(_blocks(w, rows), w.qtype)
     if w.qtype not in GGML_QUANT_SIZES:
         raise ModelLoadError(f"Unsupported GGUF tensor type {w.qtype!r}.")
     return torch.from_numpy(gguf_dequantize(np.asarray(w.data[rows]), w.qtype)).reshape(-1, w.shape[1])
@@ -115,6 +136,26 @@ def dequantize(w: Weight, dtype: torch.dtype) -> torch.Tensor:
     return out
 
 
+class Embedding:
+    """Token ids -> rows of the embedding table.
+
+    On CPU a Q4_0/Q4_1/Q8_0 table stays in its blocks and only the rows looked up are decoded: half
+    the memory of bf16 or less, and a tied head keeps its own (packed) copy for the matmul anyway.
+    """
+
+    def __init__(self, w: Weight, *, device: torch.device, dtype: torch.dtype) -> None:
+        self.dtype = dtype
+        keep_blocks = isinstance(w, GGMLWeight) and w.qtype in TORCH_DECODED and device.type == "cpu"
+        self.qtype = w.qtype if isinstance(w, GGMLWeight) else None
+        self.blocks = _blocks(w) if keep_blocks else None  # (V, nb, block_bytes) uint8
+        self.table = None if keep_blocks else dequantize(w, dtype).to(device)  # (V, D)
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:  # (T,) -> (T, D)
+        if self.table is not None:
+            return F.embedding(ids, self.table)
+        return decode_blocks(self.blocks.index_select(0, ids), self.qtype).to(self.dtype)
+
+
 Int4Term = tuple[torch.Tensor, torch.Tensor]  # packed (N, K/2) uint8, scales_and_zeros (K/32, N, 2)
 
 
@@ -130,12 +171,14 @@ class Linear:
     ) -> None:
         if dense is None and not int4:
             raise ValueError("a Linear needs a dense or an int4 weight")
-        self.dense = dense  # (N, K)
+        self.dense = dense  # (N, K), plain or in oneDNN's layout
+        self.onednn = dense is not None and dense.is_mkldnn
         self.int4 = int4[0] if int4 else None
         self.int4_rest = int4[1:] if int4 else []  # Q8_0's second half
         self.bias = bias  # (N,)
         # Steps of more tokens than this use the dense copy (when there is one).
-        self.max_int4_tokens = INT4_MAX_TOKENS // len(int4) if int4 and dense is not None else 1 << 62
+        limit = INT4_MAX_TOKENS if len(int4 or []) == 1 else INT4_PAIR_MAX_TOKENS
+        self.max_int4_tokens = limit if dense is not None else 1 << 62
 
     @property
     def uses_int4(self) -> bool:
@@ -147,7 +190,16 @@ class Linear:
             for packed, scales_zeros in self.int4_rest:
                 y += _int4_mm(x, packed, INT4_GROUP, scales_zeros)
             return y if self.bias is None else y + self.bias
+        if self.onednn:
+            return _onednn_mm(x, self.dense, self.bias, "none", [], "")
         return F.linear(x, self.dense, self.bias)
+
+
+def pack_dense(w: torch.Tensor) -> torch.Tensor:
+    """A bf16 CPU weight in oneDNN's blocked layout where oneDNN is there; any other weight as is."""
+    if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+        return w
+    return _onednn_pack(w, ONEDNN_PACK_ROWS)
 
 
 def _int4_parts(w: GGMLWeight) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -197,11 +249,11 @@ def build_linear(
     """Fuse ``parts`` along the output dimension (e.g. q, k, v) into one Linear.
 
     Q4_0/Q4_1/Q8_0 on CPU are kept as int4, with a dense copy beside them for steps with many tokens;
-    everything else becomes dense ``dtype`` on ``device``. ``dense`` reuses an existing dense copy
-    (a tied embedding table).
+    everything else becomes dense ``dtype`` on ``device``. ``dense`` shares an existing dense table
+    (a tied embedding) instead of making a copy.
     """
     fused_bias = torch.cat([b.to(dtype) for b in bias]).to(device) if bias else None
     if dense is None:
-        dense = torch.cat([dequantize(p, dtype) for p in parts]).to(device)
+        dense = pack_dense(torch.cat([dequantize(p, dtype) for p in parts]).to(device))
     int4 = pack_int4(parts, dtype) if can_pack_int4(parts, device) else None  # type: ignore[arg-type]
     return Linear(dense, int4=int4, bias=fused_bias)

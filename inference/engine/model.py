@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from . import ops
 from .config import ModelConfig
 from .errors import ModelLoadError
-from .linear import Linear, Weight, build_linear, dequantize
+from .linear import Embedding, Linear, Weight, build_linear, dequantize
 
 
 @dataclass
@@ -78,11 +77,12 @@ class Transformer:
 
         # The embedding and head first, while the process is smallest: they need the most scratch memory.
         embed = take("model.embed_tokens.weight")
-        self.embed = dequantize(embed, dtype).to(device)  # (V, D)
         tied = c.tie_word_embeddings or "lm_head.weight" not in weights
-        # A tied head shares the embedding's dense table (plus an int4 form for small batches if quantized).
+        self.embed = Embedding(embed, device=device, dtype=dtype)
+        # A tied head reads a dense embedding table as is rather than keeping a second copy.
+        shared = self.embed.table if tied else None
         self.lm_head = build_linear(
-            [embed if tied else take("lm_head.weight")], device=device, dtype=dtype, dense=self.embed if tied else None
+            [embed if tied else take("lm_head.weight")], device=device, dtype=dtype, dense=shared
         )
         self.norm = dense("model.norm.weight")
         self.layers: list[Layer] = []
@@ -115,7 +115,7 @@ class Transformer:
         """input_ids (T,) -> float32 logits (B, V) for meta.logit_indices. k/v_caches: per layer (NB, BS, KVH, hd)."""
         c = self.config
         T = input_ids.shape[0]
-        x = F.embedding(input_ids, self.embed)  # (T, D)
+        x = self.embed(input_ids)  # (T, D)
         residual = None
         for layer, k_cache, v_cache in zip(self.layers, k_caches, v_caches, strict=True):
             h, residual = ops.rms_norm(x, layer.attn_norm, c.rms_norm_eps, residual)
