@@ -10,7 +10,8 @@ untouched). ``build_linear`` turns one or more of them (fused along the output d
   d q = 16 d (h - 8) + [d (l - 8) + 8 d], so two int4 matmuls (scale 16d; scale d, zero 8d) read
   the same bytes as an int8 one but keep the 32-element block scales that PyTorch's per-row int8
   kernel would lose (per-row requantization gave 10x the logit error of bf16 on SmolLM2's embedding).
-- dense bf16: faster once a step has enough tokens (prefill, large batches) to be compute bound.
+- dense bf16, on CPU prepacked in oneDNN's layout: faster once a step has enough tokens (prefill,
+  large batches), since the int4 kernel's cost grows with them.
 
 Everything else (F16, BF16, K-quants, ...) is dequantized to dense; on CUDA everything is dense.
 """
@@ -44,8 +45,9 @@ ONEDNN_PACK_ROWS = 32
 
 _int4_mm = torch.ops.aten._weight_int4pack_mm_for_cpu
 _int4_pack = torch.ops.aten._convert_weight_to_int4pack_for_cpu
-_onednn_mm = torch.ops.mkldnn._linear_pointwise
-_onednn_pack = torch.ops.mkldnn._reorder_linear_weight
+# Builds without oneDNN lack these; their dense weights stay plain.
+_onednn_mm = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+_onednn_pack = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
 
 
 @dataclass
@@ -197,7 +199,7 @@ class Linear:
 
 def pack_dense(w: torch.Tensor) -> torch.Tensor:
     """A bf16 CPU weight in oneDNN's blocked layout where oneDNN is there; any other weight as is."""
-    if w.device.type != "cpu" or w.dtype != torch.bfloat16 or not torch.backends.mkldnn.is_available():
+    if w.device.type != "cpu" or w.dtype != torch.bfloat16 or _onednn_pack is None:
         return w
     return _onednn_pack(w, ONEDNN_PACK_ROWS)
 
