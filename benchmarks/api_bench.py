@@ -42,6 +42,13 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    answered: int = 0  # warm-up included
+    server_cpu_s: float = 0.0  # over the warm-up and the measured time
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        """Server CPU per answered request: what one core can serve, whatever else the machine runs."""
+        return self.server_cpu_s / self.answered * 1000 if self.answered else float("nan")
 
     @property
     def rps(self) -> float:
@@ -160,18 +167,21 @@ def wait_until_idle(pid: int, deadline: float) -> None:
     while time.monotonic() < deadline:
         before = _cpu_seconds(pid)
         time.sleep(0.5)
-        if _cpu_seconds(pid) - before < 0.02:
+        if not _cpu_seconds(pid) - before >= 0.02:  # NaN (no /proc) counts as idle
             return
 
 
 def _cpu_seconds(pid: int) -> float:
-    """user + system CPU time of ``pid`` and its children (uvicorn's workers), in seconds."""
-    pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    """user + system CPU time of ``pid`` and its children (uvicorn's workers), in seconds; NaN off Linux."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return float("nan")
     ticks = 0
-    for each in pids:
+    for each in [pid, *map(int, children)]:
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
+        except OSError:
             continue
         ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
@@ -229,6 +239,7 @@ async def connection(port: int, key: str, paths: list[str], start: float, end: f
             status, writer = 0, None
             await asyncio.sleep(0.01)
         done_at = time.perf_counter()
+        result.answered += status == 200
         if sent_at >= start and done_at <= end:
             result.requests += 1
             result.errors += status != 200
@@ -272,6 +283,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20, help="per conversation")
     args = parser.parse_args()
     worker_counts = [int(n) for n in args.workers.split(",")]
+    load_before = os.getloadavg()[0]
 
     setup_django()
     from django.conf import settings
@@ -295,29 +307,35 @@ def main() -> None:
                 check_responses(port, key, conversation_ids[0], args.messages)
                 for endpoint, paths in endpoints.items():
                     result = Result(workers, endpoint, 0, 0, args.duration, [])
+                    cpu_before = _cpu_seconds(server.pid)
                     asyncio.run(drive(port, key, paths, args.connections, args.warmup, args.duration, result))
+                    result.server_cpu_s = _cpu_seconds(server.pid) - cpu_before
                     results.append(result)
             finally:
                 stop_server(server)
     finally:
         db.creation.destroy_test_db(original_name, verbosity=0)
 
-    print_table(results, args)
+    print_table(results, args, load_before)
 
 
-def print_table(results: list[Result], args: argparse.Namespace) -> None:
+def print_table(results: list[Result], args: argparse.Namespace, load_before: float) -> None:
     print(
         f"\nDjinn REST API: {args.conversations} conversations x {args.messages} messages, {args.connections} "
-        f"connections, {args.duration:g} s per run after {args.warmup:g} s warm-up, {os.cpu_count()} CPUs, "
-        f"uvicorn on loopback (target: > {TARGET_RPS} req/s, p99 < {TARGET_P99_MS} ms)\n"
+        f"connections, {args.duration:g} s per run after {args.warmup:g} s warm-up, {os.cpu_count()} CPUs "
+        f"(1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after: other work on the "
+        f"machine slows the figures down), uvicorn on loopback (target: > {TARGET_RPS} req/s, p99 < "
+        f"{TARGET_P99_MS} ms)\n"
     )
-    header = f"{'workers':>7}  {'endpoint':<32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
+    header = (
+        f"{'workers':>7}  {'endpoint':<32} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'CPU ms/req':>11}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
             f"{r.workers:>7}  {r.endpoint:<32} {r.rps:>8.0f} {r.percentile(50):>8.1f} {r.percentile(99):>8.1f} "
-            f"{r.errors:>7}"
+            f"{r.errors:>7} {r.cpu_ms_per_request:>11.1f}"
         )
     summary = [
         {
@@ -327,6 +345,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
             "p50_ms": round(r.percentile(50), 2),
             "p99_ms": round(r.percentile(99), 2),
             "errors": r.errors,
+            "server_cpu_ms_per_request": round(r.cpu_ms_per_request, 2),
         }
         for r in results
     ]
