@@ -107,6 +107,18 @@ else:
     _database = {"ENGINE": "django.db.backends.postgresql", "CONN_MAX_AGE": 60, "CONN_HEALTH_CHECKS": True}
     _database.update(embedded.ensure_database())
 _database["ENGINE"] = "django_prometheus.db.backends.postgresql"
+# In-process tests run without it: pytest-django renames the database to the test one after settings are read,
+# which a pool already bound to the configured name does not follow. (Servers that tests start use the pool.)
+if env_bool("DATABASE_POOL", not TESTING):
+    # Under ASGI each request's sync code runs in a thread of its own; persistent per-thread connections
+    # would pile up until PostgreSQL refuses clients. A process-wide pool (psycopg_pool) hands connections
+    # out per request or task. max_size must cover the inference worker's threads (-c 32), each of which
+    # holds a connection while it writes a reply. Turn it off behind PgBouncer if you prefer its pooling.
+    _database["CONN_MAX_AGE"] = 0  # Django refuses persistent connections beside a pool
+    _database["OPTIONS"] = {
+        **_database.get("OPTIONS", {}),
+        "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX_SIZE", 40, minimum=1), "timeout": 30},
+    }
 # PgBouncer in transaction mode cannot keep server-side cursors open across transactions.
 _database["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
 DATABASES = {"default": _database}
@@ -128,7 +140,9 @@ SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "djinn:channels"},
+        # channels_redis waits on a channel with a 5 s BZPOPMIN; redis-py's default 5 s socket timeout would
+        # race it and drop a quiet WebSocket. Give its clients room.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "djinn:channels"},
     }
 }
 
