@@ -17,7 +17,7 @@ from .model import AttentionMetadata, Transformer
 
 DEFAULT_CACHE_TOKENS = 64 * 2048  # 64 sequences of 2048 tokens
 # On CPU the cache lives in the same RAM as everything else: 192 MiB (8.7k tokens of SmolLM2-135M) keeps
-# the default model's serving process (torch 270 MiB, weights 360 MiB, tokenizer, activations) under 1 GiB.
+# the default model's serving process (torch 270 MiB, weights 380 MiB, tokenizer, activations) under 1 GiB.
 DEFAULT_CPU_CACHE_BYTES = 192 << 20
 # On CUDA, the share of the memory still free after the weights that the cache may take by default.
 DEFAULT_CUDA_CACHE_FRACTION = 0.5
