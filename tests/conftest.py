@@ -14,7 +14,10 @@ if not torch.cuda.is_available():
     # No GPU: every Triton kernel runs under the interpreter on CPU tensors (see shared notes).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from tests.live import celery_worker, chat_model_path, live_server_url, llm_model  # noqa: F401
+if os.environ.get("DJANGO_SETTINGS_MODULE"):
+    # pytest-django sets this before conftests load; with `-p no:django` (engine-only runs: the engine needs
+    # no Django) the live-process fixtures, which do, are left out.
+    from tests.live import celery_worker, chat_model_path, live_server_url, llm_model  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
