@@ -8,8 +8,8 @@ the embedded ones; uvicorn serving config.asgi on a free port; one inference wor
 (``celery -A config worker -Q inference,default -P threads -c 32``). Beside them, in this process, it loads
 an Engine on the same model (default: the bundled SmolLM2-135M-Instruct Q4_1) on the same device.
 
-Then, in rounds that take the three paths in turn (so that a neighbour's load on a shared machine falls on
-all three alike), it measures for each path:
+Then, in three rounds, each taking the paths one after the other in an order rotated from round to round (so
+that a neighbour's load on a shared machine falls on all three alike), it measures for each path:
 
 * TTFT: one short chat prompt at a time, from sending to the first reply text (engine: ``submit`` to the
   first text delta; WebSocket: ``message.send`` to the first ``generation.delta``, by users signed in with a
@@ -22,10 +22,12 @@ usage of the ``done`` event and of the final SSE chunk); the prompts are stories
 the table shows the tokens per request of each path. Chat replies go to conversations made beforehand with
 final titles, so no title task shares the worker's engine with the measured replies.
 
-It prints a table, engine vs WebSocket vs SSE, with the differences and the goals of issues 4 and 5 (TTFT
-within 30 ms of the engine's p50, aggregate within 10% of the engine's), then one JSON line, last. Progress
-goes to stderr. Every process, database and key it made is gone when it ends, on success, failure, Ctrl-C
-or its own deadline (``--timeout``, 540 s by default).
+It prints a table, engine vs WebSocket vs SSE (TTFT p50 over all rounds, aggregate the median of the rounds),
+with the differences and the goals of issues 4 and 5 (TTFT within 30 ms of the engine's p50, aggregate within
+10% of the engine's); then where the WebSocket TTFT goes, by stage, from the times the servers recorded for
+each reply (its created_at and ttft_ms); then one JSON line, last. Progress goes to stderr. The processes run
+``benchmarks.serving_settings`` (config.settings, see there). Every process, database and key it made is gone
+when it ends, on success, failure, Ctrl-C or its own deadline (``--timeout``, 540 s by default).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class Workload:
     rounds: int
 
 
-FULL = Workload(ttft_samples=12, ttft_tokens=16, concurrency=16, new_tokens=128, rounds=2)
+FULL = Workload(ttft_samples=12, ttft_tokens=16, concurrency=16, new_tokens=128, rounds=3)
 QUICK = Workload(ttft_samples=3, ttft_tokens=4, concurrency=4, new_tokens=16, rounds=1)
 
 # Greedy replies to these run past 128 tokens with SmolLM2-135M-Instruct; each (round, path) gets its own
@@ -90,13 +92,13 @@ class BenchTimeout(KeyboardInterrupt):
 class Result:
     name: str
     label: str
-    ttfts_s: list[float] = field(default_factory=list)
+    samples: list[Any] = field(default_factory=list)  # serving_clients.Sample, one request at a time
     runs: list[Any] = field(default_factory=list)  # serving_clients.Aggregate per round
     skipped: str | None = None
 
     @property
     def ttft_p50_ms(self) -> float:
-        return statistics.median(self.ttfts_s) * 1000
+        return statistics.median(sample.ttft_s for sample in self.samples) * 1000
 
     @property
     def tok_s(self) -> float:
@@ -138,8 +140,11 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="djinn-serving-bench-"))
     try:
         with contextlib.ExitStack() as cleanup:
-            paths, meta = run(args, work, logs, cleanup)
-            log("stopping the stack and dropping the scratch database")
+            try:
+                paths, meta = run(args, work, logs, cleanup)
+            finally:
+                signal.alarm(0)  # the clean-up runs to its end
+                log("stopping the stack and dropping the scratch database")
     except stack.StackError as exc:
         print(f"serving bench: {exc}", file=sys.stderr)
         for name in ("uvicorn.log", "worker.log"):
@@ -147,12 +152,9 @@ def main() -> int:
                 print(f"--- {logs / name}, last lines:\n{(logs / name).read_text()[-3000:]}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        print(
-            f"serving bench: {exc or 'interrupted'}; everything it started is stopped (logs in {logs})", file=sys.stderr
-        )
+        reason = str(exc) or "interrupted"
+        print(f"serving bench: {reason}; everything it started is stopped (logs in {logs})", file=sys.stderr)
         return 130
-    finally:
-        signal.alarm(0)
     shutil.rmtree(logs, ignore_errors=True)
     print_report(paths, work, meta)
     return 0
@@ -227,6 +229,7 @@ def run(
         lambda: bool(app.control.ping(destination=[worker_name], timeout=0.5)), timeout=STACK_START_TIMEOUT_S
     )
     paths = asyncio.run(measure(serving_clients, engine, fixtures, port, work))
+    stages = websocket_stages(paths[1].samples)
     from django.conf import settings
 
     meta = {
@@ -237,6 +240,7 @@ def run(
         "seconds": round(time.monotonic() - started, 1),
         # True while config/settings.py leaves the channel layer at redis-py's 5 s socket timeout.
         "channel_layer_timeout_repaired": settings.REPAIRED_CHANNEL_TIMEOUT,
+        "websocket_ttft_stages_ms": stages,
         "scratch": {"database": db_name, "redis": stack.redact(redis_url), "worker": worker_name, "port": port},
     }
     return paths, meta
@@ -267,7 +271,8 @@ def seed(work: Workload) -> Fixtures:
         cookies.append(f"{settings.SESSION_COOKIE_NAME}={session.session_key}")
     # Every chat request starts a conversation of its own (one reply at a time per conversation); titled
     # already, so finishing a reply enqueues no title generation beside the measured ones.
-    per_user = work.rounds * (math.ceil(work.ttft_samples / len(users)) + 1) + 2
+    warmups = 3  # see measure()
+    per_user = math.ceil((warmups + work.rounds * work.ttft_samples) / len(users)) + work.rounds
     made = Conversation.objects.bulk_create(
         Conversation(owner=user, title="Benchmark", title_is_provisional=False, model=model.name)
         for user in users
@@ -282,28 +287,27 @@ def seed(work: Workload) -> Fixtures:
 
 
 async def measure(clients: Any, engine: Any, fixtures: Fixtures, port: int, work: Workload) -> list[Result]:
+    """Warm every path up, then in each round take the paths in turn (rotated from round to round): TTFT
+    samples, then one concurrent run. Returns engine, WebSocket, SSE; the WebSocket's TTFT samples are kept
+    (``Result.samples``) for the breakdown by stage."""
     from inference.engine import SamplingParams
 
-    engine_path = Result("engine", "engine (in-process)")
-    ws_path = Result("websocket", "WebSocket /ws/chat/")
-    sse_path = Result("sse", "SSE /v1/chat/completions")
+    results = {
+        "engine": Result("engine", "engine (in-process)"),
+        "websocket": Result("websocket", "WebSocket /ws/chat/"),
+        "sse": Result("sse", "SSE /v1/chat/completions"),
+    }
     numbers = itertools.count(101)  # every TTFT prompt is new to every prefix cache
-
-    def short_prompt() -> str:
-        return f"Tell me one fact about the number {next(numbers)}."
-
-    def stories(round_: int, path: int) -> list[str]:
-        adjective = ADJECTIVES[(round_ * 3 + path) % len(ADJECTIVES)]
-        return [
-            f"Write a long story about a {adjective} {SUBJECTS[i % len(SUBJECTS)]}." for i in range(work.concurrency)
-        ]
-
+    stories = _story_batches(work)
     short = {"temperature": 0, "max_tokens": work.ttft_tokens}
     long = {"temperature": 0, "max_tokens": work.new_tokens}
     engine_short = SamplingParams(temperature=0.0, max_tokens=work.ttft_tokens)
     engine_long = SamplingParams(temperature=0.0, max_tokens=work.new_tokens, ignore_eos=True)
     tabs = [await clients.ChatTab.open(port, cookie) for cookie in fixtures.cookies]
-    users = range(len(tabs))
+    next_tab = itertools.cycle(range(len(tabs)))
+
+    def short_prompt() -> str:
+        return f"Tell me one fact about the number {next(numbers)}."
 
     async def ws_chat(user: int, content: str, params: dict[str, Any]) -> Any:
         return await tabs[user].chat(next(fixtures.conversations[user]), content, params)
@@ -312,46 +316,76 @@ async def measure(clients: Any, engine: Any, fixtures: Fixtures, port: int, work
         body = {"model": fixtures.model, "messages": [{"role": "user", "content": content}], **params}
         return await clients.sse_completion(port, fixtures.api_key, body)
 
+    one = {
+        "engine": lambda: asyncio.to_thread(clients.engine_one, engine, short_prompt(), engine_short),
+        "websocket": lambda: ws_chat(next(next_tab), short_prompt(), short),
+        "sse": lambda: sse_chat(short_prompt(), short),
+    }
+    concurrent = {
+        "engine": lambda contents: asyncio.to_thread(clients.engine_concurrent, engine, contents, engine_long),
+        "websocket": lambda contents: asyncio.gather(*(ws_chat(u, text, long) for u, text in enumerate(contents))),
+        "sse": lambda contents: asyncio.gather(*(sse_chat(text, long) for text in contents)),
+    }
     try:
         log("warming up: the engine, then the worker (it loads the model on its first reply), then /v1")
-        for _ in range(2):
-            await asyncio.to_thread(clients.engine_one, engine, short_prompt(), engine_short)
-        await asyncio.wait_for(ws_chat(0, short_prompt(), short), WARMUP_TIMEOUT_S)
-        await ws_chat(1 % len(tabs), short_prompt(), short)
-        sse_path.skipped = await _v1_missing(port, fixtures.api_key)
-        if sse_path.skipped is None:
+        await one["engine"]()
+        await asyncio.wait_for(one["websocket"](), WARMUP_TIMEOUT_S)
+        results["sse"].skipped = await _v1_missing(port, fixtures.api_key)
+        if results["sse"].skipped:
+            log(f"skipping SSE: {results['sse'].skipped}")
+        active = [name for name, result in results.items() if not result.skipped]
+        for name in active:
             for _ in range(2):
-                await sse_chat(short_prompt(), short)
-        else:
-            log(f"skipping SSE: {sse_path.skipped}")
+                await one[name]()
 
         for round_ in range(work.rounds):
-            log(f"round {round_ + 1}/{work.rounds}: TTFT, {work.ttft_samples} requests one at a time per path")
-            for _ in range(work.ttft_samples):
-                sample = await asyncio.to_thread(clients.engine_one, engine, short_prompt(), engine_short)
-                engine_path.ttfts_s.append(sample.ttft_s)
-            for i in range(work.ttft_samples):
-                ws_path.ttfts_s.append((await ws_chat(users[i % len(tabs)], short_prompt(), short)).ttft_s)
-            if sse_path.skipped is None:
+            order = active[round_ % len(active) :] + active[: round_ % len(active)]
+            log(f"round {round_ + 1}/{work.rounds} ({', '.join(order)}): TTFT, then concurrent requests")
+            for name in order:
                 for _ in range(work.ttft_samples):
-                    sse_path.ttfts_s.append((await sse_chat(short_prompt(), short)).ttft_s)
-
-            log(f"round {round_ + 1}/{work.rounds}: {work.concurrency} concurrent x {work.new_tokens} tokens per path")
-            samples = await asyncio.to_thread(clients.engine_concurrent, engine, stories(round_, 0), engine_long)
-            engine_path.runs.append(clients.aggregate(samples))
-            contents = stories(round_, 1)
-            samples = await asyncio.gather(*(ws_chat(u, contents[u], long) for u in users))
-            ws_path.runs.append(clients.aggregate(samples))
-            if sse_path.skipped is None:
-                samples = await asyncio.gather(*(sse_chat(content, long) for content in stories(round_, 2)))
-                sse_path.runs.append(clients.aggregate(samples))
-            for path in (engine_path, ws_path, sse_path):
-                if path.runs and len(path.runs) == round_ + 1:
-                    log(f"  {path.name}: {path.runs[-1].tok_s:.1f} tok/s, TTFT p50 so far {path.ttft_p50_ms:.1f} ms")
+                    results[name].samples.append(await one[name]())
+            for name in order:
+                samples = await concurrent[name](next(stories))
+                results[name].runs.append(clients.aggregate(samples))
+                log(f"  {name}: {results[name].runs[-1].tok_s:.1f} tok/s at {work.concurrency} concurrent")
     finally:
         for tab in tabs:
             await tab.close()
-    return [engine_path, ws_path, sse_path]
+    return list(results.values())
+
+
+def websocket_stages(samples: list[Any]) -> dict[str, float]:
+    """Where a WebSocket TTFT goes, from what the server recorded of each reply: the message's created_at
+    (written by the web process's message_send) and its ttft_ms (the worker's, from created_at to its first
+    delta). Medians, ms: web until the reply row exists; from there to the worker's first delta (commit,
+    Celery, the task's reads, the engine); from that delta to the browser (Redis stream, consumer, socket)."""
+    from conversations.models import Message
+
+    recorded = {
+        str(pk): (created.timestamp(), ttft_ms / 1000)
+        for pk, created, ttft_ms in Message.objects.filter(pk__in=[s.reply_id for s in samples]).values_list(
+            "pk", "created_at", "ttft_ms"
+        )
+    }
+    stages: dict[str, list[float]] = {
+        "web_until_reply_row": [],
+        "reply_row_to_worker_first_delta": [],
+        "delta_to_client": [],
+    }
+    for sample in samples:
+        created, worker_ttft = recorded[sample.reply_id]
+        stages["web_until_reply_row"].append(created - (sample.sent + sample.wall_offset))
+        stages["reply_row_to_worker_first_delta"].append(worker_ttft)
+        stages["delta_to_client"].append(sample.first + sample.wall_offset - created - worker_ttft)
+    return {name: round(statistics.median(values) * 1000, 1) for name, values in stages.items()}
+
+
+def _story_batches(work: Workload) -> Iterator[list[str]]:
+    """Batches of story prompts, each with its own adjective, so no batch finds another's in a prefix cache."""
+    for adjective in itertools.cycle(ADJECTIVES):
+        yield [
+            f"Write a long story about a {adjective} {SUBJECTS[i % len(SUBJECTS)]}." for i in range(work.concurrency)
+        ]
 
 
 async def _v1_missing(port: int, key: str) -> str | None:
@@ -397,7 +431,7 @@ def print_report(paths: list[Result], work: Workload, meta: dict[str, Any]) -> N
             continue
         entry = {
             "ttft_p50_ms": round(path.ttft_p50_ms, 1),
-            "ttft_samples": len(path.ttfts_s),
+            "ttft_samples": len(path.samples),
             "tok_s": round(path.tok_s, 1),
             "tok_s_runs": [round(run.tok_s, 1) for run in path.runs],
             "tokens_per_request": round(path.tokens_per_request, 1),
@@ -419,6 +453,13 @@ def print_report(paths: list[Result], work: Workload, meta: dict[str, Any]) -> N
                 f"{path.tokens_per_request:>10.1f}  {verdict}"
             )
         summary[path.name] = entry
+    stages = meta["websocket_ttft_stages_ms"]
+    print(
+        f"\nWebSocket TTFT by stage (medians, from the reply's created_at and ttft_ms as the servers recorded them):\n"
+        f"  web until the reply row exists {stages['web_until_reply_row']} ms; reply row to the worker's first delta "
+        f"(commit, Celery, the task's reads, the engine) {stages['reply_row_to_worker_first_delta']} ms, "
+        f"engine alone {engine.ttft_p50_ms:.1f} ms;\n  first delta to the browser {stages['delta_to_client']} ms"
+    )
     print("\n" + json.dumps({"serving_bench": {**meta, "workload": work.__dict__, **summary}}))
 
 

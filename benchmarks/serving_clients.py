@@ -19,7 +19,7 @@ import json
 import statistics
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -41,6 +41,9 @@ class Sample:
     first: float | None = None  # first reply text received
     done: float = 0.0
     tokens: int = 0  # completion tokens (usage), or counted token ids for the engine
+    reply_id: str | None = None  # the chat reply's message id (WebSocket)
+    # Adds to a perf_counter() reading to give Unix time, to compare with the times the servers record.
+    wall_offset: float = field(default_factory=lambda: time.time() - time.perf_counter())
 
     @property
     def ttft_s(self) -> float:
@@ -147,7 +150,7 @@ class ChatTab:
             event = json.loads(raw)
             kind = event["type"]
             if kind == "turn.created":
-                reply_id = event["assistant_message"]["id"]
+                reply_id = sample.reply_id = event["assistant_message"]["id"]
             elif kind == "generation.delta" and event["id"] == reply_id:
                 if sample.first is None:
                     sample.first = time.perf_counter()

@@ -182,7 +182,7 @@ class Process:
         try:
             self.popen.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            pass
+            print(f"{self.name} ignored SIGTERM for {STOP_TIMEOUT_S} s: killed", file=sys.stderr)
         _signal_group(pgid, signal.SIGKILL)  # stragglers of the group, even when the leader has exited
         self.popen.wait()
 
@@ -199,6 +199,9 @@ def start_web(env: dict[str, str], port: int, log_path: Path) -> Process:
         *(sys.executable, "-m", "uvicorn", "config.asgi:application"),
         *("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off"),
         *("--no-access-log", "--log-level", "warning"),
+        # A chat consumer whose client has gone can stay stuck in the channel layer's receive, and uvicorn
+        # would wait for it for ever before exiting: bound the wait.
+        *("--timeout-graceful-shutdown", "5"),
     ]
     return Process("uvicorn", command, env, log_path)
 
