@@ -25,9 +25,9 @@ final titles, so no title task shares the worker's engine with the measured repl
 It prints a table, engine vs WebSocket vs SSE (TTFT p50 over all rounds, aggregate the median of the rounds),
 with the differences and the goals of issues 4 and 5 (TTFT within 30 ms of the engine's p50, aggregate within
 10% of the engine's); then where the WebSocket TTFT goes, by stage, from the times the servers recorded for
-each reply (its created_at and ttft_ms); then one JSON line, last. Progress goes to stderr. The processes run
-``benchmarks.serving_settings`` (config.settings, see there). Every process, database and key it made is gone
-when it ends, on success, failure, Ctrl-C or its own deadline (``--timeout``, 540 s by default).
+each reply (its created_at and ttft_ms); then one JSON line, last. Progress goes to stderr. Every process,
+database and key it made is gone when it ends, on success, failure, Ctrl-C or its own deadline (``--timeout``,
+540 s by default).
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def run(
         **os.environ,
         "DATABASE_URL": scratch_db,
         "REDIS_URL": redis_url,
-        "DJANGO_SETTINGS_MODULE": "benchmarks.serving_settings",  # config.settings, see that module
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "DJANGO_DEBUG": "0",  # production settings: no query log, no debug toolbar of any kind
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),  # shared: the web process reads the sessions made here
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
@@ -193,7 +193,7 @@ def run(
         "DJINN_WORKER_METRICS_PORT": "0",
         "LOG_LEVEL": "warning",
     }
-    os.environ.update(env)
+    os.environ.update(env, DATABASE_POOL="0")  # this process's few queries need no pool; the servers have theirs
     import django
 
     django.setup()
@@ -230,7 +230,6 @@ def run(
     )
     paths = asyncio.run(measure(serving_clients, engine, fixtures, port, work))
     stages = websocket_stages(paths[1].samples)
-    from django.conf import settings
 
     meta = {
         "model": model_path.name,
@@ -238,8 +237,6 @@ def run(
         "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "seconds": round(time.monotonic() - started, 1),
-        # True while config/settings.py leaves the channel layer at redis-py's 5 s socket timeout.
-        "channel_layer_timeout_repaired": settings.REPAIRED_CHANNEL_TIMEOUT,
         "websocket_ttft_stages_ms": stages,
         "scratch": {"database": db_name, "redis": stack.redact(redis_url), "worker": worker_name, "port": port},
     }
@@ -412,11 +409,6 @@ def print_report(paths: list[Result], work: Workload, meta: dict[str, Any]) -> N
         f"Goals: TTFT p50 within {TTFT_GOAL_MS:g} ms of the engine's; aggregate within "
         f"{100 - RATIO_GOAL * 100:g}% of the engine's.\n"
     )
-    if meta["channel_layer_timeout_repaired"]:
-        print(
-            "Note: config/settings.py gives the channel layer redis-py's 5 s socket timeout, which kills idle "
-            "WebSockets;\nthis run used benchmarks/serving_settings.py, which gives it 30 s.\n"
-        )
     header = (
         f"{'path':<26} {'TTFT p50 ms':>11} {'vs engine':>10} {'tok/s @' + str(work.concurrency):>10} "
         f"{'vs engine':>9} {'tokens/req':>10}  goals"
