@@ -59,7 +59,6 @@ class Transformer:
         c = config
         self.scale = c.head_dim**-0.5
         self.q_size = c.num_heads * c.head_dim
-        self.head_split = [c.num_heads, c.num_kv_heads, c.num_kv_heads]
 
         def take(name: str) -> Weight:
             try:
@@ -116,13 +115,27 @@ class Transformer:
         c = self.config
         T = input_ids.shape[0]
         x = self.embed(input_ids)  # (T, D)
+        # Everything that depends only on the step, not the layer, is built once here and shared by all layers.
+        block_size = k_caches[0].shape[1]
+        rope = ops.rope_rows(meta.positions, self.cos_sin, self.dtype)  # (T, 1, 2, hd/2) or None on CUDA
+        plans = _StepPlans(
+            decode=ops.plan_decode(meta.decode_block_tables, meta.decode_context_lens, block_size, self.dtype),
+            prefill=ops.plan_prefill(
+                meta.prefill_block_tables,
+                meta.prefill_query_lens,
+                meta.prefill_context_lens,
+                block_size,
+                c.num_heads // c.num_kv_heads,
+                self.dtype,
+            ),
+        )
         residual = None
         for layer, k_cache, v_cache in zip(self.layers, k_caches, v_caches, strict=True):
             h, residual = ops.rms_norm(x, layer.attn_norm, c.rms_norm_eps, residual)
-            q, k, v = layer.qkv(h).view(T, -1, c.head_dim).split(self.head_split, dim=1)  # (T, H|KVH|KVH, hd)
-            q, k = ops.apply_rope(q, k, meta.positions, self.cos_sin)
+            qkv = layer.qkv(h).view(T, -1, c.head_dim)  # (T, H + 2 KVH, hd)
+            q, k, v = ops.apply_rope_qkv(qkv, c.num_heads, c.num_kv_heads, meta.positions, self.cos_sin, rope)
             ops.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
-            o = self._attention(q, k_cache, v_cache, meta)  # (T, H, hd)
+            o = self._attention(q, k_cache, v_cache, meta, plans)  # (T, H, hd)
             x = layer.o(o.reshape(T, self.q_size))
             h, residual = ops.rms_norm(x, layer.mlp_norm, c.rms_norm_eps, residual)
             x = layer.down(ops.silu_and_mul(layer.gate_up(h)))
@@ -132,20 +145,30 @@ class Transformer:
         return self.lm_head(h).float()  # (B, V)
 
     def _attention(
-        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        plans: _StepPlans,
     ) -> torch.Tensor:  # q (T, H, hd) -> (T, H, hd)
         nd = meta.num_decodes
         if nd == 0:
-            return self._prefill(q, k_cache, v_cache, meta)
+            return self._prefill(q, k_cache, v_cache, meta, plans)
         decode = ops.paged_decode_attention(
-            q[:nd], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale
+            q[:nd], k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens, self.scale, plans.decode
         )
         if nd == q.shape[0]:
             return decode
-        return torch.cat([decode, self._prefill(q[nd:], k_cache, v_cache, meta)])
+        return torch.cat([decode, self._prefill(q[nd:], k_cache, v_cache, meta, plans)])
 
     def _prefill(
-        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        meta: AttentionMetadata,
+        plans: _StepPlans,
     ) -> torch.Tensor:
         return ops.paged_prefill_attention(
             q,
@@ -155,7 +178,16 @@ class Transformer:
             meta.prefill_query_lens,
             meta.prefill_context_lens,
             self.scale,
+            plans.prefill,
         )
+
+
+@dataclass
+class _StepPlans:
+    """One step's attention gather indices and masks (None on CUDA), shared by every layer."""
+
+    decode: ops.DecodePlan | None
+    prefill: list[ops.PrefillSeq] | None
 
 
 def rope_cache(config: ModelConfig, max_pos: int, device: torch.device) -> torch.Tensor:
