@@ -12,7 +12,15 @@ from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseServerError, QueryDict
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseServerError,
+    JsonResponse,
+    QueryDict,
+)
 from django.shortcuts import redirect, render, resolve_url
 from django.template import loader
 from django.urls import reverse_lazy
@@ -271,6 +279,8 @@ password_reset_complete = auth_views.PasswordResetCompleteView.as_view(
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith("/api/"):  # API clients get JSON, never a page
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
     return render(request, "errors/404.html", status=404)
 
 

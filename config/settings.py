@@ -76,6 +76,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "config.middleware.SyncBoundaryMiddleware",  # keep last: see its docstring
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from accounts import api_keys
+from accounts.api.fields import Text
 from accounts.models import ApiKey
 
 
 class ApiKeyCreateInputSerializer(serializers.Serializer):
-    name = serializers.CharField(
+    name = Text(
         max_length=api_keys.NAME_MAX_LENGTH,
         required=False,
         allow_blank=True,

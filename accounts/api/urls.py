@@ -8,5 +8,5 @@ from accounts.api import views
 
 urlpatterns = [
     path("keys", views.ApiKeyListCreateApi.as_view(), name="api_keys"),
-    path("keys/<int:api_key_id>", views.ApiKeyRevokeApi.as_view(), name="api_key_revoke"),
+    path("keys/<str:api_key_id>", views.ApiKeyRevokeApi.as_view(), name="api_key_revoke"),
 ]

@@ -61,9 +61,12 @@ class ApiKeyRevokeApi(APIView):
             404: OpenApiResponse(ErrorOutputSerializer, description="Not one of your working keys."),
         },
     )
-    def delete(self, request: Request, api_key_id: int) -> Response:
+    def delete(self, request: Request, api_key_id: str) -> Response:
+        # Any path segment reaches this view, so a malformed id is a JSON 404 like an unknown one.
+        if not api_key_id.isdigit():
+            raise NotFound("No such API key.")
         try:
-            api_key = selectors.api_key_get(user=request.user, api_key_id=api_key_id)
+            api_key = selectors.api_key_get(user=request.user, api_key_id=int(api_key_id))
         except ApiKey.DoesNotExist:
             raise NotFound("No such API key.") from None
         services.api_key_revoke(api_key=api_key)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from conversations import services
-from conversations.api.fields import (
+from accounts.api.fields import (
     JsonBoolean,
     JsonInteger,
     JsonNumber,
@@ -22,6 +21,7 @@ from conversations.api.fields import (
     Text,
     UnitInterval,
 )
+from conversations import services
 from conversations.models import Message
 
 MAX_SEED = 2**63 - 1
