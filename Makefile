@@ -45,8 +45,12 @@ test: $(DEV_STAMP) node_modules/.package-lock.json
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Figures, not pass/fail: the engine alone, then the whole stack (WebSocket and SSE against the engine),
+# then the non-inference REST endpoints. Each prints a table and one JSON line.
 bench: $(DEV_STAMP)
 	$(PY) -m inference.engine bench
+	$(PY) benchmarks/serving_bench.py
+	$(PY) benchmarks/api_bench.py
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check --fix .
