@@ -184,7 +184,7 @@ def run(
         "DATABASE_URL": scratch_db,
         "REDIS_URL": redis_url,
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_DEBUG": "0",  # production settings: no query log, no debug toolbar of any kind
+        "DJANGO_DEBUG": "0",  # production settings, as deployed (no DEBUG query log)
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),  # shared: the web process reads the sessions made here
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "DJANGO_SECURE_SSL_REDIRECT": "0",
