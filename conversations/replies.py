@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -107,7 +108,7 @@ def _fail(guarded: Any, message_id: UUID, reason: str, *, code: str = "generatio
     return True
 
 
-class Generation:
+class Generation(ABC):
     """The body every generation shares, chat reply or API completion: render the prompt, submit it to the
     engine, forward each delta to the generation's stream (checking the cancel flag with every one), and
     end with one terminal event and one usage record. Subclasses say where the prompt comes from and
@@ -132,23 +133,23 @@ class Generation:
 
     # -- what subclasses provide ---------------------------------------------------------------------
 
+    @abstractmethod
     def prompt(self, engine: Engine, model: LLMModel) -> tuple[list[int], SamplingParams]:
         """The prompt's token ids and the sampling parameters. Raises ConversationError when it cannot run."""
-        raise NotImplementedError
 
+    @abstractmethod
     def end(self, status: str, finish_reason: str, final: RequestOutput | None) -> None:
         """The generation ended with ``status`` (completed or cancelled): save, record usage, append ``done``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fail(self, reason: str, *, code: str = "generation_failed", final: RequestOutput | None = None) -> None:
         """The generation failed: ``reason`` is shown to the user. Append the ``error`` event."""
-        raise NotImplementedError
 
     def checkpoint(self, output: RequestOutput) -> bool:
         """Called about once a second while deltas flow; False stops the generation (it was taken away)."""
         return True
 
-    def on_output(self, output: RequestOutput) -> None:
+    def on_output(self, output: RequestOutput) -> None:  # noqa: B027 (an optional hook: most do nothing)
         """Called for every engine output, before its text (if any) is appended to the stream."""
 
     # -- the shared body -----------------------------------------------------------------------------
