@@ -26,7 +26,6 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 SERVER_START_TIMEOUT_S = 60
@@ -108,19 +107,6 @@ def seed(conversations: int, messages: int) -> tuple[str, list[str]]:
     return key, [str(chat.pk) for chat in chats]
 
 
-def database_url() -> str:
-    from django.conf import settings
-
-    db = settings.DATABASES["default"]
-    host = db.get("HOST") or "localhost"
-    host = quote(host, safe="") if host.startswith("/") else host
-    credentials = quote(db.get("USER") or "", safe="")
-    if db.get("PASSWORD"):
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
-
-
 # The server -------------------------------------------------------------------------------------------
 
 
@@ -133,9 +119,11 @@ def free_port() -> int:
 def start_server(workers: int, port: int) -> subprocess.Popen[bytes]:
     from django.conf import settings
 
+    from config.env import database_url
+
     env = {
         **os.environ,
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": database_url(settings.DATABASES["default"]),
         "REDIS_URL": settings.REDIS_URL,
         "DATABASE_POOL": "1",
         "DJANGO_DEBUG": "0",

@@ -23,13 +23,14 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
 from config import embedded  # noqa: E402  (no Django: this module only starts servers)
+from config.env import database_url  # noqa: E402
 
 STOP_TIMEOUT_S = 20
 
@@ -46,8 +47,7 @@ def base_database_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
-    db = embedded.ensure_database()
-    return f"postgres://{quote(db['USER'], safe='')}@{quote(db['HOST'], safe='')}:{db['PORT']}/{db['NAME']}"
+    return database_url(embedded.ensure_database())
 
 
 def with_database(url: str, name: str) -> str:

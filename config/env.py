@@ -7,7 +7,8 @@ traceback deep inside Django or a silent fallback.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlparse
+from collections.abc import Mapping
+from urllib.parse import quote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -89,3 +90,15 @@ def _redact(url: str) -> str:
     if parsed.password:
         return url.replace(f":{parsed.password}@", ":***@", 1)
     return url
+
+
+def database_url(db: Mapping[str, object]) -> str:
+    """A Django ``DATABASES`` entry as a ``DATABASE_URL``, for a child process that must use the same database
+    (a unix-socket directory as host is percent-encoded, as libpq and dj-database-url expect)."""
+    host = str(db.get("HOST") or "localhost")
+    host = quote(host, safe="") if host.startswith("/") else host
+    credentials = quote(str(db.get("USER") or ""), safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(str(db["PASSWORD"]), safe="")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"

@@ -27,12 +27,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from safetensors.torch import load_file, save_file
 
+from config.env import database_url
 from inference.models import LLMModel
 from tests.conversations.factories import LLMModelFactory
 from tests.inference.engine.conftest import SPECIAL_TOKENS, write_tiny_checkpoint
@@ -70,23 +70,12 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: f
         time.sleep(interval)
 
 
-def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    host = db.get("HOST") or "localhost"
-    host = quote(host, safe="") if host.startswith("/") else host
-    credentials = quote(db.get("USER") or "", safe="")
-    if db.get("PASSWORD"):
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
-
-
 def _live_env(chat_model_path: Path) -> dict[str, str]:
     """The environment of a process that must see what the tests see: the test database (during tests
     NAME is the test database's), the same Redis, the tiny model as the default."""
     return {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(settings.DATABASES["default"]),
         "REDIS_URL": settings.REDIS_URL,
         "DJINN_MODEL": str(chat_model_path),
         "DJINN_DEVICE": "cpu",

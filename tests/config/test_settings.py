@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dj_database_url
 import pytest
 from django.conf import settings as django_settings
 
@@ -70,3 +71,20 @@ def test_production_settings_pass_check_deploy_with_no_warnings():
 
     assert result.returncode == 0, result.stderr + result.stdout
     assert "System check identified no issues" in result.stdout
+
+
+def test_a_databases_entry_round_trips_through_database_url():
+    from config.env import database_url
+
+    socket_entry = {"HOST": "/srv/djinn var/pg", "PORT": "5432", "USER": "postgres", "NAME": "djinn"}
+    tcp_entry = {"HOST": "db.internal", "PORT": 6432, "USER": "app", "PASSWORD": "p@ss:word", "NAME": "djinn"}
+
+    socket_parsed = dj_database_url.parse(database_url(socket_entry))
+    tcp_parsed = dj_database_url.parse(database_url(tcp_entry))
+
+    assert (socket_parsed["HOST"], socket_parsed["USER"], socket_parsed["NAME"]) == (
+        "/srv/djinn var/pg",
+        "postgres",
+        "djinn",
+    )
+    assert (tcp_parsed["HOST"], tcp_parsed["PORT"], tcp_parsed["PASSWORD"]) == ("db.internal", 6432, "p@ss:word")
