@@ -6,8 +6,9 @@
 #      var/gpu-wheels/ (the engine needs gguf, which that image lacks: `pip download --no-deps gguf==0.19.0
 #      -d var/gpu-wheels` here, then carry "var/gpu-wheels").
 #   2. tests/inference/engine/test_kernels.py compiled on CUDA tensors (TRITON_INTERPRET unset).
-#   3. Kernel vs PyTorch-reference timings and agreement at real sizes (SmolLM2 and Llama-3-8B head shapes).
-#   4. `python -m inference.engine bench --device cuda`: on the default model if it is installed, else on a
+#   3. tests/inference/engine/test_cuda.py: the CUDA runner and engine against the CPU ones.
+#   4. Kernel vs PyTorch-reference timings and agreement at real sizes (SmolLM2 and Llama-3-8B head shapes).
+#   5. `python -m inference.engine bench --device cuda`: on the default model if it is installed, else on a
 #      random SmolLM2-shaped checkpoint (the default model's 93 MB wheel cannot travel to the machine).
 #
 # Every step runs under `timeout`; a failed step is reported and the next one still runs. Exit status: the
@@ -43,7 +44,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || ech
 say "python environment"
 PY=""
 VENV=/tmp/djinn-gpu-venv
-if timeout 30 python3 -m venv "$VENV" >/dev/null 2>&1 &&
+if timeout 8 python3 -c "import urllib.request as u; u.urlopen('https://pypi.org/simple/', timeout=5)" 2>/dev/null &&
+    timeout 30 python3 -m venv "$VENV" >/dev/null 2>&1 &&
     timeout "$(left 240)" "$VENV/bin/python" -m pip install --quiet --retries 0 --timeout 15 \
         -r <(grep -E '^(torch|triton|gguf|tokenizers|safetensors|Jinja2|numpy)==' requirements.txt) \
         -r <(grep -E '^(pytest|transformers)==' requirements-dev.txt) 2>&1 | tail -3; then
@@ -70,6 +72,9 @@ EOF
 
 step kernel_tests 200 "$PY" -m pytest -p no:django -p no:cacheprovider -o addopts="" -q -rA \
     tests/inference/engine/test_kernels.py
+
+step cuda_engine_tests 150 "$PY" -m pytest -p no:django -p no:cacheprovider -o addopts="" -q -rA \
+    tests/inference/engine/test_cuda.py
 
 step kernel_timings 90 "$PY" - <<'EOF'
 """Triton kernels vs their PyTorch references on CUDA: max |diff| and median time (triton.testing.do_bench)."""

@@ -176,7 +176,7 @@ def paged_decode_attention_ref(
     k = k_cache.view(NB, -1).index_select(0, plan.blocks).view(B, -1, KVH, hd)[:, :L].transpose(1, 2)
     v = v_cache.view(NB, -1).index_select(0, plan.blocks).view(B, -1, KVH, hd)[:, :L].transpose(1, 2)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.bias, scale=scale)  # (B, KVH, G, hd)
-    return out.view(B, H, hd)
+    return out.reshape(B, H, hd)  # CUDA SDPA may return it non-contiguous
 
 
 @dataclass

@@ -84,7 +84,7 @@ def test_concurrent_greedy_requests_on_cuda_give_the_cpu_replies(tiny_llama_path
         with Engine(tiny_llama_path, device=device, dtype=torch.float32, num_kv_blocks=64, block_size=BLOCK) as eng:
 
             def one(i: int) -> None:
-                results[i] = [t for out in eng.generate(prompts[i], greedy) for t in out.token_ids]
+                results[i] = eng.generate(prompts[i], greedy).token_ids
 
             threads = [threading.Thread(target=one, args=(i,)) for i in range(len(prompts))]
             for thread in threads:
