@@ -211,14 +211,12 @@ class _Completion(Generation):
             self.pending_logprobs += [self._logprob_entry(logprob) for logprob in output.logprobs]
 
     def append_delta(self, text: str) -> int:
-        if self.pending_logprobs:
-            key = logprobs_key(self.generation_id)
-            pipe = get_redis().pipeline(transaction=False)
-            pipe.hset(key, str(self.writer.seq + 1), json.dumps(self.pending_logprobs))
-            pipe.expire(key, streams.STREAM_TTL_S)
-            pipe.execute()
-            self.pending_logprobs = []
-        return super().append_delta(text)
+        if not self.pending_logprobs:
+            return super().append_delta(text)
+        # Written in the delta's own transaction, before it: a reader that sees the delta finds them.
+        beside = (logprobs_key(self.generation_id), json.dumps(self.pending_logprobs))
+        self.pending_logprobs = []
+        return self.writer.delta(text, beside=beside)
 
     def end(self, status: str, finish_reason: str, final: RequestOutput | None) -> None:
         if self.ended:

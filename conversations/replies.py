@@ -40,6 +40,7 @@ from inference import metrics, runtime, streams
 from inference.engine import Engine, EngineError, RequestOutput, SamplingParams
 from inference.models import LLMModel
 from inference.registry import model_get
+from inference.stream_batching import BatchedStreamWriter
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +126,9 @@ class Generation(ABC):
         self.id = str(generation_id)
         self.model_name = model_name
         self.created_at = created_at  # for the time to first token (queueing included)
-        self.writer = streams.StreamWriter(generation_id)
+        # Deltas go through the process's stream writer thread, batched with the other generations' (the
+        # engine's step makes them together); it aborts the request in the engine when the cancel flag is set.
+        self.writer = BatchedStreamWriter(generation_id)
         self.started = time.monotonic()
         self.text: list[str] = []
         self.seq = self.writer.seq
@@ -159,6 +162,7 @@ class Generation(ABC):
             engine = self._submit()
             if engine is None:
                 return
+            self.writer.on_cancel = lambda: engine.abort(self.id)
             _watcher.add(self.generation_id, engine)
             try:
                 final = self._stream(engine)
@@ -171,6 +175,8 @@ class Generation(ABC):
             logger.exception("Generation %s crashed", self.id, extra={"generation_id": self.id})
             self.fail(self.engine_failed)
             raise
+        finally:
+            self.writer.close()
 
     def _submit(self) -> Engine | None:
         """Render the prompt and hand it to the engine; None (and the generation ended) if it cannot run."""
@@ -210,7 +216,8 @@ class Generation(ABC):
                     self.seq = self.append_delta(text)
                 if output.finish_reason is not None:
                     return output
-                # The writer read the flag with the delta; only a textless step needs a round trip of its own.
+                # The writer thread reads the flag with each batch of deltas (and aborts the request itself);
+                # only a textless step needs a round trip of its own.
                 if self.writer.cancel_requested if text else streams.cancel_requested(self.generation_id):
                     engine.abort(self.id)
                 if time.monotonic() - last_save >= PARTIAL_SAVE_INTERVAL_S:
@@ -383,10 +390,9 @@ class _Watcher:
     @staticmethod
     def beat(active: dict[UUID, Engine]) -> None:
         Message.objects.filter(pk__in=list(active), status=Message.Status.RUNNING).update(heartbeat_at=timezone.now())
-        for message_id, engine in active.items():
-            streams.heartbeat(message_id, ttl_s=round(HEARTBEAT_INTERVAL_S * 5))
-            if streams.cancel_requested(message_id):
-                engine.abort(str(message_id))
+        cancelled = streams.heartbeat_many(list(active), ttl_s=round(HEARTBEAT_INTERVAL_S * 5))
+        for message_id in cancelled:
+            active[message_id].abort(str(message_id))
 
 
 _watcher = _Watcher()

@@ -33,7 +33,7 @@ def stream_key(generation_id: UUID | str) -> str:
     return f"djinn:gen:{generation_id}"
 
 
-def _cancel_key(generation_id: UUID | str) -> str:
+def cancel_key(generation_id: UUID | str) -> str:
     return f"djinn:gen:{generation_id}:cancel"
 
 
@@ -56,9 +56,10 @@ class StreamWriter:
         self.seq = self._last_seq()
         self.cancel_requested = False
 
-    def delta(self, text: str) -> int:
-        """Append a piece of the reply; returns its seq."""
-        return self._append("delta", text=text)
+    def delta(self, text: str, *, beside: tuple[str, str] | None = None) -> int:
+        """Append a piece of the reply; returns its seq. ``beside`` (key, value): in the same transaction and
+        before the delta, field ``<seq>`` of the hash ``key`` is set to ``value`` (expiring with the stream)."""
+        return self._append("delta", text=text, beside=beside)
 
     def done(self, *, finish_reason: str, usage: dict[str, int] | None) -> int:
         return self._append("done", finish_reason=finish_reason, usage=usage)
@@ -71,25 +72,31 @@ class StreamWriter:
         last = self._redis.xrevrange(self.key, count=1)
         return int(last[0][0].split("-")[1]) if last else 0
 
-    def _append(self, type_: str, **fields: Any) -> int:
+    def event(self, seq: int, type_: str, **fields: Any) -> dict[str, Any]:
+        """The entry for event ``seq`` (before JSON)."""
+        return {
+            "id": self.generation_id,
+            "seq": seq,
+            "type": type_,
+            "text": fields.get("text", ""),
+            "finish_reason": fields.get("finish_reason"),
+            "usage": fields.get("usage"),
+            "message": fields.get("message"),
+            "code": fields.get("code"),
+        }
+
+    def _append(self, type_: str, *, beside: tuple[str, str] | None = None, **fields: Any) -> int:
         for _ in range(_WRITE_ATTEMPTS):
             seq = self.seq + 1
-            event = {
-                "id": self.generation_id,
-                "seq": seq,
-                "type": type_,
-                "text": fields.get("text", ""),
-                "finish_reason": fields.get("finish_reason"),
-                "usage": fields.get("usage"),
-                "message": fields.get("message"),
-                "code": fields.get("code"),
-            }
             pipe = self._redis.pipeline(transaction=True)
-            pipe.xadd(self.key, {"event": json.dumps(event)}, id=f"0-{seq}")
+            if beside is not None:
+                pipe.hset(beside[0], str(seq), beside[1])
+                pipe.expire(beside[0], STREAM_TTL_S)
+            pipe.xadd(self.key, {"event": json.dumps(self.event(seq, type_, **fields))}, id=f"0-{seq}")
             pipe.expire(self.key, STREAM_TTL_S)
-            pipe.exists(_cancel_key(self.generation_id))
+            pipe.exists(cancel_key(self.generation_id))
             try:
-                _added, _expiring, cancel = pipe.execute()
+                *_written, cancel = pipe.execute()
             except redis.ResponseError as exc:
                 # Another writer (the stale-generation sweeper) appended meanwhile: go on after it, so
                 # ids stay dense and no event is overwritten.
@@ -132,16 +139,27 @@ def _parse(response: Any) -> list[dict[str, Any]]:
 
 def request_cancel(generation_id: UUID | str) -> None:
     """Ask the worker to stop this generation; it notices within one engine step."""
-    get_redis().set(_cancel_key(generation_id), "1", ex=CANCEL_TTL_S)
+    get_redis().set(cancel_key(generation_id), "1", ex=CANCEL_TTL_S)
 
 
 def cancel_requested(generation_id: UUID | str) -> bool:
-    return bool(get_redis().exists(_cancel_key(generation_id)))
+    return bool(get_redis().exists(cancel_key(generation_id)))
 
 
 def heartbeat(generation_id: UUID | str, *, ttl_s: int = HEARTBEAT_TTL_S) -> None:
     """Say that a worker is still producing this generation, for ``ttl_s`` seconds."""
     get_redis().set(_heartbeat_key(generation_id), "1", ex=ttl_s)
+
+
+def heartbeat_many(generation_ids: list[UUID], *, ttl_s: int = HEARTBEAT_TTL_S) -> list[UUID]:
+    """:func:`heartbeat` for each of ``generation_ids``, in one round trip; returns those whose cancel flag
+    is set."""
+    pipe = get_redis().pipeline(transaction=False)
+    for generation_id in generation_ids:
+        pipe.set(_heartbeat_key(generation_id), "1", ex=ttl_s)
+        pipe.exists(cancel_key(generation_id))
+    flags = pipe.execute()[1::2]
+    return [generation_id for generation_id, flag in zip(generation_ids, flags, strict=True) if flag]
 
 
 def worker_alive(generation_id: UUID | str) -> bool:
