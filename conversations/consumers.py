@@ -2,9 +2,10 @@
 
 The browser sends small JSON commands; each one calls a service or selector in a worker thread
 (``database_sync_to_async``) and answers with events. Replies stream from the generation's Redis
-stream: every watched generation is its own asyncio task doing a blocking XREAD on redis.asyncio, so
-nothing here blocks the event loop, and a slow client only ever delays its own tasks, never the worker
-that writes the stream nor other clients.
+stream: every watched generation is its own asyncio task, fed by the process's one stream reader
+(``inference.stream_hub``: one blocking XREAD over every watched stream), so nothing here blocks the
+event loop, and a slow client only ever delays its own tasks, never the worker that writes the stream
+nor other clients.
 
 Frames (DESIGN.md, "A chat message, end to end", has the flow). Browser -> server, each a JSON object
 with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
@@ -39,14 +40,14 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from conversations import presenters, selectors, services
 from conversations.errors import ConversationError, InvalidInput, NotFound
 from conversations.models import Conversation, Message
-from inference import streams
+from inference import stream_hub, streams
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
-# How long one XREAD waits before the watcher looks at the database (ms): a generation whose stream has
+# How long a watch waits for events before it looks at the database (s): a generation whose stream has
 # expired, or that was finished by someone who wrote no event, still ends on the client.
-WATCH_BLOCK_MS = 10_000
+WATCH_QUIET_S = 10.0
 MAX_WATCHES = 8  # per connection; a tab follows one reply at a time, the rest is headroom for races
 MAX_FRAME_CHARS = 256_000
 SEARCH_LIMIT = 100
@@ -231,7 +232,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             self.group,
             {"type": "conversation.updated", "conversation": frame["conversation"], "except": self.channel_name},
         )
-        self.watch(str(turn.assistant_message.id), 0)
+        self.watch(str(turn.assistant_message.id), 0, fresh=True)
 
     async def send_branch(self, conversation: Conversation) -> None:
         frame = await db(_branch_frame)(user=self.user, conversation=conversation)
@@ -254,15 +255,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # Watching a generation -------------------------------------------------------------------------
 
-    def watch(self, generation_id: str, after: int) -> None:
-        """Forward the generation's events after seq ``after`` (a new watch of the same id replaces the old)."""
+    def watch(self, generation_id: str, after: int, *, fresh: bool = False) -> None:
+        """Forward the generation's events after seq ``after`` (a new watch of the same id replaces the old).
+        ``fresh``: a reply this connection has just queued, which cannot have finished yet."""
         old = self.watches.pop(generation_id, None)
         if old is not None:
             old.cancel()
         if len(self.watches) >= MAX_WATCHES:
             oldest = next(iter(self.watches))
             self.watches.pop(oldest).cancel()
-        task = asyncio.create_task(self._forward(generation_id, after), name=f"watch {generation_id}")
+        task = asyncio.create_task(self._forward(generation_id, after, fresh), name=f"watch {generation_id}")
         self.watches[generation_id] = task
         task.add_done_callback(lambda done: self._watch_done(generation_id, done))
 
@@ -274,22 +276,31 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 "Watching a generation failed", exc_info=task.exception(), extra={"generation_id": generation_id}
             )
 
-    async def _forward(self, generation_id: str, after: int) -> None:
+    async def _forward(self, generation_id: str, after: int, fresh: bool) -> None:
         last = after
-        # The first read does not wait, so a finished reply whose stream has expired ends at once.
-        block_ms: int | None = None
-        while True:
-            events = await streams.aread_events(generation_id, after=last, block_ms=block_ms)
-            if not events:
-                if await self._finished_without_events(generation_id, last):
+        if not fresh:
+            # The first read does not wait, so a finished reply whose stream has expired ends at once.
+            events = await streams.aread_events(generation_id, after=after)
+            if await self._send_events(generation_id, events):
+                return
+            if not events and await self._finished_without_events(generation_id, after):
+                return
+            last = events[-1]["seq"] if events else after
+        async with stream_hub.watch({generation_id: last}) as watch:
+            while True:
+                events = await watch.next(WATCH_QUIET_S)
+                if await self._send_events(generation_id, events):
                     return
-                block_ms = WATCH_BLOCK_MS
-                continue
-            for event in events:
-                last = event["seq"]
-                await self.send_json(await self._event_frame(generation_id, event))
-                if event["type"] in streams.TERMINAL_TYPES:
+                if not events and await self._finished_without_events(generation_id, watch.after[generation_id]):
                     return
+
+    async def _send_events(self, generation_id: str, events: list[dict[str, Any]]) -> bool:
+        """Send the events' frames; True once a terminal one is sent."""
+        for event in events:
+            await self.send_json(await self._event_frame(generation_id, event))
+            if event["type"] in streams.TERMINAL_TYPES:
+                return True
+        return False
 
     async def _event_frame(self, generation_id: str, event: dict[str, Any]) -> dict[str, Any]:
         frame: dict[str, Any] = {"type": EVENT_TYPES[event["type"]], "id": generation_id, "seq": event["seq"]}

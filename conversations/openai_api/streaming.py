@@ -18,12 +18,12 @@ from uuid import UUID
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from inference import streams
+from inference import stream_hub, streams
 
 logger = logging.getLogger(__name__)
 
-# One XREAD waits this long at most (an idle stream is checked on between reads). Well under the 5 s
-# socket timeout redis.asyncio clients have by default, which a longer block would run into.
+# A choice that brings nothing for this long is checked on (is a worker alive?), and the reader yields an
+# empty batch for a keep-alive.
 BLOCK_MS = 2_000
 
 
@@ -36,37 +36,31 @@ async def choice_events(generation_ids: list[UUID]) -> AsyncIterator[list[tuple[
     ended with a ``done`` or ``error`` event. An empty batch means nothing came for BLOCK_MS (a moment to
     send a keep-alive). Raises GenerationLost."""
     loop = asyncio.get_running_loop()
-    after = [0] * len(generation_ids)
+    index_of = {str(generation_id): index for index, generation_id in enumerate(generation_ids)}
     unfinished = set(range(len(generation_ids)))
     started = [False] * len(generation_ids)
     last_sign_of_life = [loop.time()] * len(generation_ids)
+    last_event = [loop.time()] * len(generation_ids)
     queued_at = loop.time()
-    reads: dict[asyncio.Task[list[dict]], int] = {}
     try:
-        while unfinished:
-            reading = set(reads.values())
-            for index in sorted(unfinished - reading):
-                read = streams.aread_events(generation_ids[index], after=after[index], block_ms=BLOCK_MS)
-                reads[asyncio.ensure_future(read)] = index
-            done, _pending = await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
-            batch: list[tuple[int, dict]] = []
-            for task in done:
-                index = reads.pop(task)
-                events = task.result()
-                for event in events:
-                    after[index] = event["seq"]
+        async with stream_hub.watch({generation_id: 0 for generation_id in generation_ids}) as watch:
+            while unfinished:
+                batch: list[tuple[int, dict]] = []
+                for event in await watch.next(BLOCK_MS / 1000):
+                    index = index_of[event["id"]]
                     batch.append((index, event))
+                    started[index] = True
+                    last_sign_of_life[index] = last_event[index] = loop.time()
                     if event["type"] in streams.TERMINAL_TYPES:
                         unfinished.discard(index)
-                if events:
-                    started[index] = True
-                    last_sign_of_life[index] = loop.time()
-                else:
-                    await _check_alive(generation_ids[index], index, started, last_sign_of_life, queued_at)
-            yield batch
+                        watch.drop(event["id"])
+                # A choice quiet for BLOCK_MS: is a worker on it (or may one still take it)?
+                for index in sorted(unfinished):
+                    if loop.time() - last_event[index] >= BLOCK_MS / 1000:
+                        last_event[index] = loop.time()
+                        await _check_alive(generation_ids[index], index, started, last_sign_of_life, queued_at)
+                yield batch
     finally:
-        for task in reads:
-            task.cancel()
         # Synchronous on purpose: this runs while the task is being cancelled or the generator closed,
         # where an await could be interrupted; a SET takes well under a millisecond.
         for index in unfinished:
