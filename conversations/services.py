@@ -79,10 +79,14 @@ def message_send(
         user_message = Message(conversation=conversation, parent=parent, role=Message.Role.USER, content=content)
         chat = prompts.chat_messages(owner=user, conversation=conversation, path=[*path, user_message])
         prompts.check_fits(chat, llm)
+        reply = _reply(conversation, parent=user_message, model=llm, params=merged)
+        # Two writes, on the path to the reply's first token: the conversation (its new leaf is the reply, which
+        # PostgreSQL's deferred foreign keys let exist by the commit), then both messages in one INSERT.
         conversation.updated_at = timezone.now()
+        conversation.current_leaf = reply
         conversation.save()
-        user_message.save()
-        reply = _queue_reply(conversation, parent=user_message, model=llm, params=merged)
+        Message.objects.bulk_create([user_message, reply])
+        _enqueue(reply)
     return Turn(conversation, user_message, reply)
 
 
@@ -239,9 +243,16 @@ def _model(name: str | None) -> LLMModel:
 
 
 def _locked_conversation(user: User, conversation_id: UUID | str) -> Conversation:
-    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
-    # Lock it, so two sends to one conversation line up instead of both branching off the same leaf.
-    return Conversation.objects.select_for_update().get(pk=conversation.pk)
+    """The user's conversation, locked (one query), so two sends to one conversation line up instead of both
+    branching off the same leaf. Raises NotFound, as selectors.conversation_get does."""
+    try:
+        pk = conversation_id if isinstance(conversation_id, UUID) else UUID(str(conversation_id))
+    except ValueError:
+        raise NotFound("Conversation not found.") from None
+    conversation = Conversation.objects.select_for_update().filter(owner=user, pk=pk).first()
+    if conversation is None:
+        raise NotFound("Conversation not found.")
+    return conversation
 
 
 def _locked_message(user: User, message_id: UUID | str) -> Message:
@@ -266,8 +277,9 @@ def _parent(conversation: Conversation, user: User, parent_id: UUID | str | None
     return parent
 
 
-def _queue_reply(conversation: Conversation, *, parent: Message, model: LLMModel, params: dict[str, Any]) -> Message:
-    reply = Message.objects.create(
+def _reply(conversation: Conversation, *, parent: Message, model: LLMModel, params: dict[str, Any]) -> Message:
+    """A queued reply to ``parent`` (not saved yet)."""
+    return Message(
         conversation=conversation,
         parent=parent,
         role=Message.Role.ASSISTANT,
@@ -275,10 +287,19 @@ def _queue_reply(conversation: Conversation, *, parent: Message, model: LLMModel
         model=model.name,
         params=params,
     )
+
+
+def _queue_reply(conversation: Conversation, *, parent: Message, model: LLMModel, params: dict[str, Any]) -> Message:
+    reply = _reply(conversation, parent=parent, model=model, params=params)
+    reply.save(force_insert=True)
     conversation.current_leaf = reply
     conversation.save(update_fields=["current_leaf"])
-    transaction.on_commit(lambda: generate_reply.delay(str(reply.pk)))
+    _enqueue(reply)
     return reply
+
+
+def _enqueue(reply: Message) -> None:
+    transaction.on_commit(lambda: generate_reply.delay(str(reply.pk)))
 
 
 def _update(user: User, conversation_id: UUID | str, **fields: Any) -> Conversation:
