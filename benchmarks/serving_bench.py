@@ -94,6 +94,7 @@ class Result:
     label: str
     samples: list[Any] = field(default_factory=list)  # serving_clients.Sample, one request at a time
     runs: list[Any] = field(default_factory=list)  # serving_clients.Aggregate per round
+    cpu_ms_per_token: list[dict[str, float]] = field(default_factory=list)  # per round: process -> CPU ms/token
     skipped: str | None = None
 
     @property
@@ -103,6 +104,12 @@ class Result:
     @property
     def tok_s(self) -> float:
         return statistics.median(run.tok_s for run in self.runs)
+
+    @property
+    def cpu_per_token(self) -> dict[str, float]:
+        """Median over rounds of each process's CPU milliseconds per streamed token in the concurrent runs."""
+        names = self.cpu_ms_per_token[0] if self.cpu_ms_per_token else {}
+        return {name: statistics.median(run[name] for run in self.cpu_ms_per_token) for name in names}
 
     @property
     def tokens_per_request(self) -> float:
@@ -228,7 +235,11 @@ def run(
     worker.wait_until(
         lambda: bool(app.control.ping(destination=[worker_name], timeout=0.5)), timeout=STACK_START_TIMEOUT_S
     )
-    paths = asyncio.run(measure(serving_clients, engine, fixtures, port, work))
+    processes = {"bench": os.getpid(), "web": web.popen.pid, "worker": worker.popen.pid}
+    redis_pid = stack.redis_pid(redis_url)
+    if redis_pid is not None:
+        processes["redis"] = redis_pid
+    paths = asyncio.run(measure(serving_clients, engine, fixtures, port, work, processes))
     stages = websocket_stages(paths[1].samples)
 
     meta = {
@@ -283,10 +294,13 @@ def seed(work: Workload) -> Fixtures:
 # Measuring ----------------------------------------------------------------------------------------
 
 
-async def measure(clients: Any, engine: Any, fixtures: Fixtures, port: int, work: Workload) -> list[Result]:
+async def measure(
+    clients: Any, engine: Any, fixtures: Fixtures, port: int, work: Workload, processes: dict[str, int]
+) -> list[Result]:
     """Warm every path up, then in each round take the paths in turn (rotated from round to round): TTFT
     samples, then one concurrent run. Returns engine, WebSocket, SSE; the WebSocket's TTFT samples are kept
-    (``Result.samples``) for the breakdown by stage."""
+    (``Result.samples``) for the breakdown by stage. Each concurrent run also records the CPU time each of
+    ``processes`` (name -> pid) spent per streamed token."""
     from inference.engine import SamplingParams
 
     results = {
@@ -342,8 +356,14 @@ async def measure(clients: Any, engine: Any, fixtures: Fixtures, port: int, work
                 for _ in range(work.ttft_samples):
                     results[name].samples.append(await one[name]())
             for name in order:
+                before = stack.cpu_seconds(processes)
                 samples = await concurrent[name](next(stories))
+                spent = stack.cpu_seconds(processes)
                 results[name].runs.append(clients.aggregate(samples))
+                tokens = results[name].runs[-1].tokens
+                results[name].cpu_ms_per_token.append(
+                    {process: (spent[process] - before[process]) * 1000 / tokens for process in processes}
+                )
                 log(f"  {name}: {results[name].runs[-1].tok_s:.1f} tok/s at {work.concurrency} concurrent")
     finally:
         for tab in tabs:
@@ -445,6 +465,7 @@ def print_report(paths: list[Result], work: Workload, meta: dict[str, Any]) -> N
                 f"{path.tokens_per_request:>10.1f}  {verdict}"
             )
         summary[path.name] = entry
+    print_cpu(paths, summary)
     stages = meta["websocket_ttft_stages_ms"]
     print(
         f"\nWebSocket TTFT by stage (medians, from the reply's created_at and ttft_ms as the servers recorded them):\n"
@@ -453,6 +474,25 @@ def print_report(paths: list[Result], work: Workload, meta: dict[str, Any]) -> N
         f"engine alone {engine.ttft_p50_ms:.1f} ms;\n  first delta to the browser {stages['delta_to_client']} ms"
     )
     print("\n" + json.dumps({"serving_bench": {**meta, "workload": work.__dict__, **summary}}))
+
+
+def print_cpu(paths: list[Result], summary: dict[str, Any]) -> None:
+    """CPU milliseconds per streamed token, by process, in the concurrent runs. The engine path runs in the
+    bench process (engine and its readers), the others in the worker (engine, task threads, stream writes)
+    and the web process; the bench process is then only their clients. Redis is the whole server's (other
+    databases' clients included)."""
+    measured = [path for path in paths if not path.skipped and path.cpu_ms_per_token]
+    if not measured:
+        return
+    names = list(measured[0].cpu_per_token)
+    print("\nCPU ms per streamed token in the concurrent runs (median of rounds), by process:")
+    header = f"{'path':<26} " + " ".join(f"{name:>8}" for name in names) + f" {'total':>8}"
+    print(header)
+    print("-" * len(header))
+    for path in measured:
+        cpu = path.cpu_per_token
+        print(f"{path.label:<26} " + " ".join(f"{cpu[name]:>8.2f}" for name in names) + f" {sum(cpu.values()):>8.2f}")
+        summary[path.name]["cpu_ms_per_token"] = {name: round(value, 3) for name, value in cpu.items()}
 
 
 if __name__ == "__main__":

@@ -132,6 +132,29 @@ def redis_db_is_empty(url: str) -> bool:
         client.close()
 
 
+def redis_pid(url: str) -> int | None:
+    """The Redis server's process id, when it runs on this machine (None otherwise)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        pid = int(client.info("server")["process_id"])
+    finally:
+        client.close()
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def cpu_seconds(processes: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system, all threads) each process (name -> pid) has used so far, in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, pid in processes.items():
+        # Fields after the command's closing parenthesis: state is field 3, utime 14 and stime 15 of stat(5).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
 def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password:

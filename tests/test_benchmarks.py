@@ -31,7 +31,10 @@ def test_serving_bench_quick_measures_all_three_paths_and_cleans_up(chat_model_p
         assert report[path]["ttft_p50_ms"] > 0
         assert report[path]["tok_s"] > 0
         assert report[path]["tokens_per_request"] == report["workload"]["new_tokens"]  # the tiny model never stops
+        assert report[path]["cpu_ms_per_token"]["web"] >= 0
+        assert report[path]["cpu_ms_per_token"]["worker"] >= 0
     assert "TTFT p50 ms" in result.stdout
+    assert "CPU ms per streamed token" in result.stdout
     scratch = report["scratch"]
     assert not serving_stack.database_exists(serving_stack.base_database_url(), scratch["database"])
     assert serving_stack.redis_db_is_empty(scratch["redis"])
