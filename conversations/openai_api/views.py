@@ -243,18 +243,21 @@ async def _sse(completion: responses.Completion, generation_ids: list[UUID], cha
                     continue
                 last_write = time.monotonic()
                 logprobs = await _logprobs_of(generation_ids, batch) if chat.logprobs else {}
+                # A batch's chunks go out in one write (one ASGI message, one socket send).
+                chunks = []
                 for index, event in batch:
                     if event["type"] == "delta":
                         entries = logprobs.get((index, event["seq"]), []) if chat.logprobs else None
                         delta = {"content": event["text"]}
-                        yield completion.chunk(index, delta, logprobs=entries, with_usage_field=usage_field)
+                        chunks.append(completion.chunk(index, delta, logprobs=entries, with_usage_field=usage_field))
                     elif event["type"] == "done":
                         completion.choices[index].usage = event["usage"]
                         reason = event["finish_reason"]
-                        yield completion.chunk(index, {}, finish_reason=reason, with_usage_field=usage_field)
+                        chunks.append(completion.chunk(index, {}, finish_reason=reason, with_usage_field=usage_field))
                     else:
-                        yield responses.sse(_stream_error(event).body())
+                        yield "".join(chunks) + responses.sse(_stream_error(event).body())
                         return
+                yield "".join(chunks)
     except GenerationLost as exc:
         yield responses.sse(_lost(exc).body())
         return
