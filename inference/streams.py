@@ -10,6 +10,11 @@ field, ``event``, holding JSON::
 
 ``done`` and ``error`` are terminal: a reader stops at the first one. A stream expires an hour after its
 last write. Beside it live two small keys: the cancel flag and the worker's liveness heartbeat.
+
+This module writes and reads one stream at a time. The inference worker writes its deltas through
+``inference.stream_batching`` (every generation's deltas of an engine step in one transaction), and the
+web process follows its streams through ``inference.stream_hub`` (one XREAD for all of them); both keep
+this contract.
 """
 
 from __future__ import annotations
