@@ -373,26 +373,32 @@ async def measure(
 
 def websocket_stages(samples: list[Any]) -> dict[str, float]:
     """Where a WebSocket TTFT goes, from what the server recorded of each reply: the message's created_at
-    (written by the web process's message_send) and its ttft_ms (the worker's, from created_at to its first
-    delta). Medians, ms: web until the reply row exists; from there to the worker's first delta (commit,
-    Celery, the task's reads, the engine); from that delta to the browser (Redis stream, consumer, socket)."""
+    (written by the web process's message_send), its ttft_ms (the worker's, from created_at to its first
+    delta), and its duration_ms and updated_at (the worker's, from taking the reply to its end, and that end).
+    Medians, ms: web until the reply row exists; from there to the worker's first delta (commit, Celery, the
+    task's reads, the engine), split at the worker taking the reply (commit and Celery; then the task's reads
+    and the engine); from that delta to the browser (Redis stream, consumer, socket)."""
     from conversations.models import Message
 
     recorded = {
-        str(pk): (created.timestamp(), ttft_ms / 1000)
-        for pk, created, ttft_ms in Message.objects.filter(pk__in=[s.reply_id for s in samples]).values_list(
-            "pk", "created_at", "ttft_ms"
-        )
+        str(pk): (created.timestamp(), ttft_ms / 1000, ended.timestamp() - duration_ms / 1000)
+        for pk, created, ttft_ms, ended, duration_ms in Message.objects.filter(
+            pk__in=[s.reply_id for s in samples]
+        ).values_list("pk", "created_at", "ttft_ms", "updated_at", "duration_ms")
     }
     stages: dict[str, list[float]] = {
         "web_until_reply_row": [],
         "reply_row_to_worker_first_delta": [],
+        "reply_row_to_worker_start": [],
+        "worker_start_to_first_delta": [],
         "delta_to_client": [],
     }
     for sample in samples:
-        created, worker_ttft = recorded[sample.reply_id]
+        created, worker_ttft, worker_start = recorded[sample.reply_id]
         stages["web_until_reply_row"].append(created - (sample.sent + sample.wall_offset))
         stages["reply_row_to_worker_first_delta"].append(worker_ttft)
+        stages["reply_row_to_worker_start"].append(worker_start - created)
+        stages["worker_start_to_first_delta"].append(created + worker_ttft - worker_start)
         stages["delta_to_client"].append(sample.first + sample.wall_offset - created - worker_ttft)
     return {name: round(statistics.median(values) * 1000, 1) for name, values in stages.items()}
 
@@ -470,8 +476,10 @@ def print_report(paths: list[Result], work: Workload, meta: dict[str, Any]) -> N
     print(
         f"\nWebSocket TTFT by stage (medians, from the reply's created_at and ttft_ms as the servers recorded them):\n"
         f"  web until the reply row exists {stages['web_until_reply_row']} ms; reply row to the worker's first delta "
-        f"(commit, Celery, the task's reads, the engine) {stages['reply_row_to_worker_first_delta']} ms, "
-        f"engine alone {engine.ttft_p50_ms:.1f} ms;\n  first delta to the browser {stages['delta_to_client']} ms"
+        f"{stages['reply_row_to_worker_first_delta']} ms: to the worker taking it (commit, Celery) "
+        f"{stages['reply_row_to_worker_start']} ms,\n  then the task's reads and the engine "
+        f"{stages['worker_start_to_first_delta']} ms (engine alone {engine.ttft_p50_ms:.1f} ms); first delta to the "
+        f"browser {stages['delta_to_client']} ms"
     )
     print("\n" + json.dumps({"serving_bench": {**meta, "workload": work.__dict__, **summary}}))
 
