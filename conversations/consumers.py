@@ -127,7 +127,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         params = content.get("params")
         if params is not None and not isinstance(params, dict):
             raise InvalidInput("params must be an object.")
-        turn = await db(services.message_send)(
+        await self.start_turn(
+            services.message_send,
+            content.get("client_id"),
             user=self.user,
             conversation_id=_uuid(content, "conversation", required=False),
             parent_id=_uuid(content, "parent", required=False),
@@ -136,17 +138,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             system_prompt=_text(content, "system_prompt", required=False, allow_empty=True),
             params=params,
         )
-        await self.turn_created(turn, content.get("client_id"))
 
     async def message_regenerate(self, content: dict[str, Any]) -> None:
-        turn = await db(services.message_regenerate)(user=self.user, message_id=_uuid(content, "message"))
-        await self.turn_created(turn, content.get("client_id"))
+        await self.start_turn(
+            services.message_regenerate, content.get("client_id"), user=self.user, message_id=_uuid(content, "message")
+        )
 
     async def message_edit(self, content: dict[str, Any]) -> None:
-        turn = await db(services.message_edit)(
-            user=self.user, message_id=_uuid(content, "message"), content=_text(content, "content")
+        await self.start_turn(
+            services.message_edit,
+            content.get("client_id"),
+            user=self.user,
+            message_id=_uuid(content, "message"),
+            content=_text(content, "content"),
         )
-        await self.turn_created(turn, content.get("client_id"))
 
     async def generation_watch(self, content: dict[str, Any]) -> None:
         generation_id = _uuid(content, "id")
@@ -221,18 +226,20 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             frame["client_id"] = client_id
         await self.send_json(frame)
 
-    async def turn_created(self, turn: services.Turn, client_id: Any) -> None:
-        """Answer a new turn: the turn, then the branch it made current, then the reply as it streams."""
-        frame = await db(_turn_frame)(turn)
+    async def start_turn(self, service: Callable[..., services.Turn], client_id: Any, **kwargs: Any) -> None:
+        """Make a new turn with ``service`` and answer it: the turn, then the branch it made current, then the
+        reply as it streams. The service and both frames' reads share one trip to a worker thread: the reply
+        is queued by then, and every trip on the event loop is CPU the engine's first token waits for."""
+        turn, frame, branch = await db(_turn_frames)(service, kwargs)
         frame["client_id"] = client_id if isinstance(client_id, str) else None
         await self.send_json(frame)
-        await self.send_branch(turn.conversation)
+        await self.send_json(branch)
+        self.watch(str(turn.assistant_message.id), 0, fresh=True)
         # The user's other tabs move the conversation to the top of their list (this one knows already).
         await self.channel_layer.group_send(
             self.group,
             {"type": "conversation.updated", "conversation": frame["conversation"], "except": self.channel_name},
         )
-        self.watch(str(turn.assistant_message.id), 0, fresh=True)
 
     async def send_branch(self, conversation: Conversation) -> None:
         frame = await db(_branch_frame)(user=self.user, conversation=conversation)
@@ -372,13 +379,18 @@ HANDLERS: dict[str, Handler] = {
 # Synchronous helpers, run in a worker thread -----------------------------------------------------
 
 
-def _turn_frame(turn: services.Turn) -> dict[str, Any]:
-    return {
+def _turn_frames(
+    service: Callable[..., services.Turn], kwargs: dict[str, Any]
+) -> tuple[services.Turn, dict[str, Any], dict[str, Any]]:
+    """The turn ``service(**kwargs)`` makes, its ``turn.created`` frame and the ``conversation.branch`` frame."""
+    turn = service(**kwargs)
+    frame = {
         "type": "turn.created",
         "conversation": presenters.conversation_to_dict(turn.conversation),
         "user_message": presenters.message_to_dict(turn.user_message),
         "assistant_message": presenters.message_to_dict(turn.assistant_message),
     }
+    return turn, frame, _branch_frame(user=kwargs["user"], conversation=turn.conversation)
 
 
 def _branch_frame(*, user: Any, conversation: Conversation) -> dict[str, Any]:
