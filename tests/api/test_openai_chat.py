@@ -115,11 +115,19 @@ def test_the_same_seed_gives_the_same_text_and_another_seed_another(client):
 
 
 def test_n_choices_are_separate_generations(client):
-    completion = client.chat.completions.create(model=MODEL, messages=HELLO, temperature=1, seed=7, n=3, max_tokens=10)
+    completion = client.chat.completions.create(
+        model=MODEL, messages=HELLO, temperature=1, seed=7, n=3, max_tokens=10, logprobs=True
+    )
 
     assert [choice.index for choice in completion.choices] == [0, 1, 2]
     assert len({choice.message.content for choice in completion.choices}) == 3
-    assert completion.usage.completion_tokens == 30
+    # usage counts every token each choice made; a sampled choice may end before max_tokens at the model's end
+    # token, which is counted (it was computed) but has no logprobs entry (it is not part of the text)
+    made = [len(choice.logprobs.content) for choice in completion.choices]
+    ended = sum(choice.finish_reason == "stop" for choice in completion.choices)
+    assert completion.usage.completion_tokens == sum(made) + ended
+    assert all(n == 10 for n, choice in zip(made, completion.choices, strict=True) if choice.finish_reason == "length")
+    assert all(n <= 10 for n in made)
 
 
 def test_n_choices_stream_interleaved_each_with_its_finish_reason(client):
