@@ -1,13 +1,18 @@
-"""ASGI entry point: HTTP goes to Django, WebSockets through Channels (session auth, origin check)."""
+"""ASGI entry point: HTTP goes to Django (config.asgi_handler), WebSockets through Channels (session auth,
+origin check)."""
 
 from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()  # before importing anything that touches models
+django.setup(set_prefix=False)  # before importing anything that touches models (as get_asgi_application does)
+
+from config.asgi_handler import DjinnASGIHandler  # noqa: E402
+
+django_asgi_app = DjinnASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -76,7 +76,6 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
-    "config.middleware.SyncBoundaryMiddleware",  # keep last: see its docstring
 ]
 
 ROOT_URLCONF = "config.urls"
