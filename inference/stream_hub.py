@@ -52,8 +52,11 @@ class Watch:
         ``timeout_s`` seconds for the first; an empty list when none came. Raises what made the reader fail
         (a Redis error)."""
         if not self._events and self._error is None:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands as
+            # the event is set, and a stream whose client left would then run to its end.
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._ready.wait()
             except TimeoutError:
                 pass
         if self._error is not None:
