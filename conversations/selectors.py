@@ -51,8 +51,10 @@ def conversation_list(*, user: User, archived: bool = False, query: str | None =
     )
 
 
-def conversation_get(*, user: User, conversation_id: UUID | str) -> Conversation:
-    conversation = Conversation.objects.filter(owner=user, pk=_uuid(conversation_id)).first()
+def conversation_get(*, user: User, conversation_id: UUID | str, lock: bool = False) -> Conversation:
+    """``lock``: SELECT ... FOR UPDATE (inside the caller's transaction), in the same one query."""
+    conversations = Conversation.objects.select_for_update() if lock else Conversation.objects
+    conversation = conversations.filter(owner=user, pk=_uuid(conversation_id)).first()
     if conversation is None:
         raise NotFound("Conversation not found.")
     return conversation

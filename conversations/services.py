@@ -243,16 +243,9 @@ def _model(name: str | None) -> LLMModel:
 
 
 def _locked_conversation(user: User, conversation_id: UUID | str) -> Conversation:
-    """The user's conversation, locked (one query), so two sends to one conversation line up instead of both
-    branching off the same leaf. Raises NotFound, as selectors.conversation_get does."""
-    try:
-        pk = conversation_id if isinstance(conversation_id, UUID) else UUID(str(conversation_id))
-    except ValueError:
-        raise NotFound("Conversation not found.") from None
-    conversation = Conversation.objects.select_for_update().filter(owner=user, pk=pk).first()
-    if conversation is None:
-        raise NotFound("Conversation not found.")
-    return conversation
+    """The user's conversation, locked, so two sends to one conversation line up instead of both branching off
+    the same leaf."""
+    return selectors.conversation_get(user=user, conversation_id=conversation_id, lock=True)
 
 
 def _locked_message(user: User, message_id: UUID | str) -> Message:
