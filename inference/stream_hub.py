@@ -146,7 +146,7 @@ class StreamHub:
                 self._wake_after = entries[-1][0]
                 continue
             events = [json.loads(fields["event"]) for _id, fields in entries]
-            generation_id = key.removeprefix("djinn:gen:")
+            generation_id = key.removeprefix(streams.STREAM_KEY_PREFIX)
             for watch in list(self._watches.get(generation_id, ())):
                 watch.deliver(generation_id, events)
 

@@ -34,8 +34,11 @@ TERMINAL_TYPES = frozenset({"done", "error"})
 _WRITE_ATTEMPTS = 3
 
 
+STREAM_KEY_PREFIX = "djinn:gen:"
+
+
 def stream_key(generation_id: UUID | str) -> str:
-    return f"djinn:gen:{generation_id}"
+    return f"{STREAM_KEY_PREFIX}{generation_id}"
 
 
 def cancel_key(generation_id: UUID | str) -> str:
