@@ -216,9 +216,9 @@ class Generation(ABC):
                     self.seq = self.append_delta(text)
                 if output.finish_reason is not None:
                     return output
-                # The writer thread reads the flag with each batch of deltas (and aborts the request itself);
-                # only a textless step needs a round trip of its own.
-                if self.writer.cancel_requested if text else streams.cancel_requested(self.generation_id):
+                # The writer thread reads the flag with each batch of deltas and aborts the request itself
+                # (on_cancel); only a textless step needs a round trip of its own.
+                if not text and streams.cancel_requested(self.generation_id):
                     engine.abort(self.id)
                 if time.monotonic() - last_save >= PARTIAL_SAVE_INTERVAL_S:
                     last_save = time.monotonic()
