@@ -29,7 +29,12 @@ class Text(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
-        return super().to_internal_value(data).replace("\x00", "")
+        return super().to_internal_value(data)
+
+    def run_validation(self, data: Any = serializers.empty) -> Any:
+        # Length limits apply to the string as sent, as the schema's maxLength does: the NULs go only after.
+        value = super().run_validation(data)
+        return value.replace("\x00", "") if isinstance(value, str) else value
 
 
 class JsonInteger(serializers.IntegerField):

@@ -52,6 +52,17 @@ def test_a_name_too_long_is_a_400_naming_the_field(api_client, api_user):
     assert ApiKey.objects.filter(user=api_user).count() == 1
 
 
+def test_the_length_limit_counts_the_name_as_sent_before_nul_characters_are_dropped(api_client, api_user):
+    # The schema's maxLength is about the string sent; PostgreSQL cannot store NUL, so it goes after the check.
+    too_long = api_client.post("/api/v1/keys", {"name": "\x00" + "x" * 100}, format="json")
+    at_the_limit = api_client.post("/api/v1/keys", {"name": "\x00" + "x" * 99}, format="json")
+
+    assert too_long.status_code == 400
+    assert "name" in too_long.json()
+    assert at_the_limit.status_code == 201
+    assert at_the_limit.json()["name"] == "x" * 99
+
+
 def test_revoking_a_key_stops_it_at_once(api_client, api_user):
     api_key, key = services.api_key_create(user=api_user, name="old")
 
