@@ -90,7 +90,17 @@ class PenaltyFactor(_PositiveNumber):
     maximum = 10.0
 
 
-class QueryBoolean(serializers.BooleanField):
+class _QueryValue(serializers.Field):
+    """A query-string value: ``?name=`` is an empty string, which is not a value of the field's type (DRF
+    would take it for the parameter left out, and use the default)."""
+
+    def get_value(self, dictionary: Any) -> Any:
+        if dictionary.get(self.field_name) == "":
+            return ""
+        return super().get_value(dictionary)
+
+
+class QueryBoolean(_QueryValue, serializers.BooleanField):
     def to_internal_value(self, data: Any) -> bool:
         if isinstance(data, bool):  # DRF's stand-in for a parameter left out of a query string
             return data
@@ -99,7 +109,7 @@ class QueryBoolean(serializers.BooleanField):
         return data == "true"
 
 
-class QueryInteger(serializers.IntegerField):
+class QueryInteger(_QueryValue, serializers.IntegerField):
     def to_internal_value(self, data: Any) -> int:
         if not isinstance(data, str) or not _DIGITS.fullmatch(data):
             self.fail("invalid")

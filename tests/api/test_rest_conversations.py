@@ -99,7 +99,7 @@ def test_archived_conversations_are_listed_apart(api_client, api_user):
     assert [c["id"] for c in listed_archived] == [str(archived.pk)]
 
 
-@pytest.mark.parametrize("query", ["page=0", "page_size=101", "page=x", "archived=maybe"])
+@pytest.mark.parametrize("query", ["page=0", "page_size=101", "page=x", "archived=maybe", "page=", "archived="])
 def test_a_bad_list_query_is_a_400_naming_the_field(api_client, query):
     response = api_client.get(f"/api/v1/conversations?{query}")
 

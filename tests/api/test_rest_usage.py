@@ -68,7 +68,7 @@ def test_no_usage_is_all_zeros(api_client):
     assert (body["generations"], body["prompt_tokens"], body["completion_tokens"], body["days"]) == (0, 0, 0, [])
 
 
-@pytest.mark.parametrize("days", ["0", "367", "week"])
+@pytest.mark.parametrize("days", ["0", "367", "week", ""])
 def test_a_bad_number_of_days_is_a_400(api_client, days):
     response = api_client.get(f"/api/v1/usage?days={days}")
 

@@ -10,6 +10,7 @@ written: an error code other than "invalid"), and B's ids must answer 404 withou
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +35,8 @@ from conversations.models import Conversation, Message
 from tests.conversations.factories import ConversationFactory, add_exchange
 from tests.factories import UserFactory
 
-MAX_EXAMPLES = 12
+# More examples find more, slower: DJINN_SCHEMATHESIS_EXAMPLES=200 make test for a deeper search.
+MAX_EXAMPLES = int(os.environ.get("DJINN_SCHEMATHESIS_EXAMPLES", "12"))
 ID_PARAMETERS = {"conversation_id", "message_id", "generation_id"}
 # For a request whose ids were swapped for real ones, the generated case's valid/invalid label no longer
 # holds: only what any response must do is checked.
