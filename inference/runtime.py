@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import close_old_connections
 from gguf import GGUFReader
 
 from inference.engine import Engine, ModelLoadError
@@ -91,7 +91,7 @@ def warm_up_in_background() -> threading.Thread:
     def run() -> None:
         try:
             warm_up()
-        except (DatabaseError, ModelLoadError, LLMModel.DoesNotExist) as exc:
+        except Exception as exc:  # best effort, whatever stops it: the first message does the work instead
             logger.warning("Tokenizer warm-up skipped: %s", exc)
         finally:
             close_old_connections()
