@@ -114,7 +114,14 @@ class Generation(ABC):
     engine, forward each delta to the generation's stream (checking the cancel flag with every one), and
     end with one terminal event and one usage record. Subclasses say where the prompt comes from and
     what finishing or failing means for them (a Message row for a reply, nothing but the stream for a
-    completion)."""
+    completion).
+
+    The deltas do not pass through the task's thread: the engine thread hands each one to the generation's
+    sink (:meth:`_on_engine_output`), which gives it to the process's stream writer thread and returns. The
+    task's thread sleeps meanwhile, waking once a second to save the partial reply (checkpoint) and once at
+    the end. With 16 replies at once that is one thread hand-over per step instead of 16 threads woken per
+    token, each fighting the engine thread for the interpreter.
+    """
 
     usage_source = UsageRecord.Source.CHAT
     # What the user reads when the engine fails, and when the worker shuts down mid-generation.
@@ -133,6 +140,12 @@ class Generation(ABC):
         self.text: list[str] = []
         self.seq = self.writer.seq
         self.ttft_ms: int | None = None
+        # Shared between the engine thread (the sink) and the task's thread, under _lock: text, seq and these.
+        self._lock = threading.Lock()
+        self._latest: RequestOutput | None = None
+        self._final: RequestOutput | None = None
+        self._ended = threading.Event()
+        self._closed = False  # the task's thread is done with the generation: the sink drops what comes
 
     # -- what subclasses provide ---------------------------------------------------------------------
 
@@ -148,12 +161,14 @@ class Generation(ABC):
     def fail(self, reason: str, *, code: str = "generation_failed", final: RequestOutput | None = None) -> None:
         """The generation failed: ``reason`` is shown to the user. Append the ``error`` event."""
 
-    def checkpoint(self, output: RequestOutput) -> bool:
-        """Called about once a second while deltas flow; False stops the generation (it was taken away)."""
+    def checkpoint(self, output: RequestOutput, content: str, seq: int) -> bool:
+        """Called about once a second while deltas flow, with the reply so far and the seq of its last delta;
+        False stops the generation (it was taken away)."""
         return True
 
     def on_output(self, output: RequestOutput) -> None:  # noqa: B027 (an optional hook: most do nothing)
-        """Called for every engine output, before its text (if any) is appended to the stream."""
+        """Called for every engine output, before its text (if any) is appended to the stream. It runs in the
+        engine thread, between steps: it must be quick."""
 
     # -- the shared body -----------------------------------------------------------------------------
 
@@ -162,10 +177,9 @@ class Generation(ABC):
             engine = self._submit()
             if engine is None:
                 return
-            self.writer.on_cancel = lambda: engine.abort(self.id)
             _watcher.add(self.generation_id, engine)
             try:
-                final = self._stream(engine)
+                final = self._wait(engine)
             finally:
                 _watcher.remove(self.generation_id)
             if final is not None:
@@ -176,6 +190,8 @@ class Generation(ABC):
             self.fail(self.engine_failed)
             raise
         finally:
+            with self._lock:
+                self._closed = True
             self.writer.close()
 
     def _submit(self) -> Engine | None:
@@ -187,7 +203,9 @@ class Generation(ABC):
             if streams.cancel_requested(self.generation_id):
                 self.end(Message.Status.CANCELLED, "cancelled", None)
                 return None
-            engine.submit(prompt_ids, params, request_id=self.id)
+            # The writer thread reads the cancel flag with each batch it writes and aborts at once.
+            self.writer.on_cancel = lambda: engine.abort(self.id)
+            engine.submit(prompt_ids, params, request_id=self.id, sink=self._on_engine_output)
         except LLMModel.DoesNotExist:
             self.fail(f"The model {self.model_name!r} is no longer available.", code="model_not_found")
             return None
@@ -200,33 +218,44 @@ class Generation(ABC):
             return None
         return engine
 
-    def _stream(self, engine: Engine) -> RequestOutput | None:
-        """Forward the engine's deltas to the stream; the final output, or None if the generation was taken
-        away (deleted, or failed by the sweeper) while it was being written."""
-        last_save = time.monotonic()
-        outputs = engine.stream(self.id)
-        try:
-            for output in outputs:
-                self.on_output(output)
-                text = output.text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
-                if text:
-                    if self.ttft_ms is None:
-                        self.ttft_ms = _ms_since(self.created_at)
-                    self.text.append(text)
-                    self.seq = self.append_delta(text)
-                if output.finish_reason is not None:
-                    return output
-                # The writer thread reads the flag with each batch of deltas and aborts the request itself
-                # (on_cancel); only a textless step needs a round trip of its own.
-                if not text and streams.cancel_requested(self.generation_id):
-                    engine.abort(self.id)
-                if time.monotonic() - last_save >= PARTIAL_SAVE_INTERVAL_S:
-                    last_save = time.monotonic()
-                    if not self.checkpoint(output):
-                        return None
-        finally:
-            outputs.close()  # leaving early aborts the request in the engine
-        return None
+    def _on_engine_output(self, output: RequestOutput) -> None:
+        """The engine's sink, in the engine thread: hand the delta to the stream writer thread and return.
+        If the writer reports that Redis failed, the exception ends the request in the engine, which then
+        hands over a last output with finish_reason "error"."""
+        with self._lock:
+            if self._closed:
+                return
+            self.on_output(output)
+            text = output.text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+            if text:
+                if self.ttft_ms is None:
+                    self.ttft_ms = _ms_since(self.created_at)
+                self.text.append(text)
+                self.seq = self.append_delta(text)
+            elif output.finish_reason is None:
+                self.writer.check_cancel()  # a step that made no text still looks at the cancel flag
+            self._latest = output
+            if output.finish_reason is not None:
+                self._final = output
+                self._ended.set()
+
+    def _wait(self, engine: Engine) -> RequestOutput | None:
+        """Sleep until the engine hands over the final output, saving the partial reply about once a second
+        meanwhile; the final output, or None if the generation was taken away (deleted, or failed by the
+        sweeper) while it was being written, in which case it is aborted in the engine."""
+        saved_seq = self.seq
+        while not self._ended.wait(PARTIAL_SAVE_INTERVAL_S):
+            with self._lock:
+                latest, seq, content = self._latest, self.seq, "".join(self.text)
+            if latest is None or seq == saved_seq:
+                continue
+            saved_seq = seq
+            if not self.checkpoint(latest, content, seq):
+                with self._lock:
+                    self._closed = True  # nothing more goes to a stream that is no longer this generation's
+                engine.abort(self.id)
+                return None
+        return self._final
 
     def append_delta(self, text: str) -> int:
         return self.writer.delta(text)
@@ -284,14 +313,11 @@ class _Reply(Generation):
         prompts.ensure_room(len(prompt_ids), context, model)
         return prompt_ids, prompts.sampling_params(self.message.params, max_tokens_limit=context - len(prompt_ids))
 
-    def checkpoint(self, output: RequestOutput) -> bool:
-        return self._save_partial(output)
-
-    def _save_partial(self, output: RequestOutput) -> bool:
+    def checkpoint(self, output: RequestOutput, content: str, seq: int) -> bool:
         return bool(
             Message.objects.filter(pk=self.message.pk, status=Message.Status.RUNNING).update(
-                content="".join(self.text),
-                content_seq=self.seq,
+                content=content,
+                content_seq=seq,
                 completion_tokens=output.usage.completion_tokens,
                 heartbeat_at=timezone.now(),
                 updated_at=timezone.now(),

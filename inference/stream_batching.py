@@ -1,10 +1,11 @@
 """The inference worker's stream writes, batched across generations.
 
-Each engine step yields one delta for every generation the worker is writing, each to its own task thread.
-Written one by one, that is one Redis round trip per token per generation, on the cores the engine needs.
-Here the threads hand their deltas to one writer thread per process instead, which appends everything
-pending (any number of generations, any number of deltas each) in one MULTI/EXEC: one round trip per
-step, and readers blocked on several of those streams wake once, with all of them.
+Each engine step yields one delta for every generation the worker is writing. Written one by one, that is
+one Redis round trip per token per generation, on the cores the engine needs. Here they are handed (by the
+engine thread, through each generation's sink: ``conversations.replies.Generation``) to one writer thread
+per process instead, which appends everything pending (any number of generations, any number of deltas
+each) in one MULTI/EXEC: one round trip per step, and readers blocked on several of those streams wake
+once, with all of them.
 
 The stream contract (``inference.streams``) is unchanged: one stream per generation, dense seq ids 1, 2,
 3..., the stream expiring an hour after its last write. The same transaction reads each generation's
@@ -46,7 +47,7 @@ class StreamWriteFailed(Exception):
 class _Delta:
     writer: BatchedStreamWriter
     seq: int
-    event: str  # the entry's JSON
+    event: str | None  # the entry's JSON; None: nothing to append, only the cancel flag to read
     beside: tuple[str, str] | None  # (hash key, value) for field <seq>, written with the delta, before it
 
 
@@ -77,6 +78,12 @@ class BatchedStreamWriter(streams.StreamWriter):
         event = json.dumps(self.event(self.seq, "delta", text=text))
         _batcher().put(_Delta(self, self.seq, event, beside))
         return self.seq
+
+    def check_cancel(self) -> None:
+        """Have the writer thread read the cancel flag with its next batch, though there is nothing to append
+        (a step that made no text), so a cancel still lands within a step."""
+        self._raise_failure()
+        _batcher().put(_Delta(self, self.seq, None, None))
 
     def done(self, *, finish_reason: str, usage: dict[str, int] | None) -> int:
         self.flush()
@@ -170,6 +177,8 @@ class StreamBatcher:
         writers = list({id(d.writer): d.writer for d in batch}.values())
         pipe = self._redis.pipeline(transaction=True)
         for delta in batch:
+            if delta.event is None:
+                continue
             if delta.beside is not None:
                 key, value = delta.beside
                 pipe.hset(key, str(delta.seq), value)
@@ -198,6 +207,8 @@ class StreamBatcher:
     def _check_appends(batch: list[_Delta], results: list[object]) -> None:
         position = 0
         for delta in batch:
+            if delta.event is None:
+                continue
             position += 2 if delta.beside is not None else 0
             result = results[position]
             position += 1

@@ -5,6 +5,9 @@
     for delta in engine.stream(rid):
         print(delta.text, end="")
 
+A server writing many replies at once can pass ``sink=`` to ``submit`` instead of reading ``stream``: the
+engine thread then hands each delta straight to that callable, so no thread per reply wakes per token.
+
 Each step: take new requests and aborts, let the scheduler pick the batch, run the model, sample, turn
 the tokens into text deltas (stop strings held back until they can be ruled out) and put one
 RequestOutput per sequence on that request's queue.
@@ -18,7 +21,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Sequence as SequenceOf
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,11 +70,15 @@ class RequestOutput:
     error: str | None = None
 
 
+Sink = Callable[[RequestOutput], None]
+
+
 @dataclass
 class _Request:
     seq: Sequence
     detokenizer: IncrementalDetokenizer
     stops: StopStringMatcher
+    sink: Sink | None = None  # when set, outputs go here (in the engine thread) instead of to ``outputs``
     outputs: queue.Queue[RequestOutput] = field(default_factory=queue.Queue)
 
 
@@ -147,8 +154,16 @@ class Engine:
         prompt: SequenceOf[Mapping[str, Any]] | SequenceOf[int],
         params: SamplingParams | None = None,
         request_id: str | None = None,
+        *,
+        sink: Sink | None = None,
     ) -> str:
         """Queue a request: chat messages (rendered with the model's chat template) or prompt token ids.
+
+        With ``sink``, the request's outputs are not for ``stream``: the engine thread calls ``sink`` with each
+        one, the last with a finish_reason, then forgets the request. The sink runs between steps of every
+        request, so it must be quick and must not block (hand the output over, do not write it to a network).
+        If it raises, the request ends there: it is aborted, and the sink gets a last output with
+        finish_reason "error".
 
         Raises PromptTooLongError when the prompt plus ``max_tokens`` (or one token) exceeds the context,
         InvalidRequestError for an empty or malformed prompt or a request id already in use.
@@ -165,7 +180,7 @@ class Engine:
             )
         request_id = request_id or uuid.uuid4().hex
         seq = Sequence(request_id, token_ids, params)
-        request = _Request(seq, IncrementalDetokenizer(self.tokenizer), StopStringMatcher(params.stop))
+        request = _Request(seq, IncrementalDetokenizer(self.tokenizer), StopStringMatcher(params.stop), sink)
         with self._wakeup:
             if self._stopping:
                 raise EngineError("The engine has been shut down.")
@@ -181,6 +196,8 @@ class Engine:
         request = self._requests.get(request_id)
         if request is None:
             raise InvalidRequestError(f"Unknown request id {request_id!r}.")
+        if request.sink is not None:
+            raise InvalidRequestError(f"Request {request_id!r} delivers its outputs to its sink, not to a stream.")
         finished = False
         try:
             while not finished:
@@ -372,16 +389,30 @@ class Engine:
                 reason = "stop"
         if reason is not None:
             self.scheduler.finish(seq, reason)
-        request.outputs.put(
-            RequestOutput(
-                seq.request_id,
-                text,
-                [token],
-                reason,
-                _usage(seq),
-                [logprob] if logprob is not None else None,
-            )
+        output = RequestOutput(
+            seq.request_id, text, [token], reason, _usage(seq), [logprob] if logprob is not None else None
         )
+        self._deliver(request, output)
+
+    def _deliver(self, request: _Request, output: RequestOutput) -> None:
+        if request.sink is None:
+            request.outputs.put(output)
+            return
+        if output.finish_reason is not None:
+            self._requests.pop(output.request_id, None)
+        try:
+            request.sink(output)
+        except Exception as exc:
+            logger.exception("The sink of request %s failed", output.request_id)
+            if output.finish_reason is None:
+                self._requests.pop(output.request_id, None)
+                self.scheduler.finish(request.seq, "error")
+                error = f"{type(exc).__name__}: {exc}"
+                final = RequestOutput(output.request_id, "", [], "error", _usage(request.seq), None, error)
+                try:
+                    request.sink(final)
+                except Exception:
+                    logger.exception("The sink of request %s failed again on its last output", output.request_id)
 
     def _abort_now(self, request_id: str) -> None:
         seq = self.scheduler.get(request_id)
@@ -399,7 +430,7 @@ class Engine:
         request = self._requests.get(seq.request_id)
         if request is not None:
             logprobs = [] if seq.params.logprobs else None
-            request.outputs.put(RequestOutput(seq.request_id, "", [], reason, _usage(seq), logprobs, error))
+            self._deliver(request, RequestOutput(seq.request_id, "", [], reason, _usage(seq), logprobs, error))
 
     def _fail_all(self, scheduled: ScheduledBatch, exc: Exception) -> None:
         for seq in scheduled.seqs:

@@ -357,16 +357,16 @@ def test_tasks_are_routed_to_their_queues(task, queue):
 
 def test_partial_text_is_saved_while_the_reply_streams(user, monkeypatch):
     reply = queued_reply(user, params={"temperature": 0, "max_tokens": 40})
-    monkeypatch.setattr(replies, "PARTIAL_SAVE_INTERVAL_S", 0)
+    monkeypatch.setattr(replies, "PARTIAL_SAVE_INTERVAL_S", 0.001)
     saved = []
-    save_partial = replies._Reply._save_partial
+    save_partial = replies._Reply.checkpoint
 
-    def save_and_look(self, output):
-        result = save_partial(self, output)
+    def save_and_look(self, output, content, seq):
+        result = save_partial(self, output, content, seq)
         saved.append(Message.objects.values_list("status", "content", "content_seq").get(pk=reply.pk))
         return result
 
-    monkeypatch.setattr(replies._Reply, "_save_partial", save_and_look)
+    monkeypatch.setattr(replies._Reply, "checkpoint", save_and_look)
 
     replies.generate(reply.pk)
 

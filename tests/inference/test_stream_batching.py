@@ -101,6 +101,21 @@ def test_the_writer_thread_sees_the_cancel_flag_and_calls_on_cancel_once(gen_ids
     writer.close()
 
 
+def test_a_step_with_no_text_still_has_the_cancel_flag_read_and_appends_nothing(gen_ids):
+    cancelled = []
+    writer = stream_batching.BatchedStreamWriter(gen_ids[0], on_cancel=lambda: cancelled.append(True))
+    writer.delta("a")
+    streams.request_cancel(gen_ids[0])
+
+    writer.check_cancel()
+    writer.flush()
+
+    assert cancelled == [True]
+    assert [e["text"] for e in streams.read_events(gen_ids[0], after=0)] == ["a"]
+    assert writer.delta("b") == 2  # the check took no seq
+    writer.close()
+
+
 def test_a_value_beside_a_delta_is_in_its_hash_under_the_deltas_seq(gen_ids):
     writer = stream_batching.BatchedStreamWriter(gen_ids[0])
     key = f"djinn:gen:{gen_ids[0]}:beside"

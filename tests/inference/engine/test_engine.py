@@ -215,6 +215,88 @@ def test_leaving_a_stream_early_aborts_the_request(engine: Engine) -> None:
         engine.stream(request_id).__next__()
 
 
+class Sink:
+    """Collects what the engine thread hands over, and lets the test wait for the last output."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.outputs: list[RequestOutput] = []
+        self.threads: set[str] = set()
+        self.finished = threading.Event()
+        self.fail_at = fail_at
+
+    def __call__(self, output: RequestOutput) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.outputs.append(output)
+        if output.finish_reason is not None:
+            self.finished.set()
+        if len(self.outputs) == self.fail_at:
+            raise RuntimeError("the consumer broke")
+
+    def wait(self) -> list[RequestOutput]:
+        assert self.finished.wait(30), "the request never ended"
+        return self.outputs
+
+
+def test_a_sink_gets_the_same_outputs_as_a_stream_from_the_engine_thread(engine: Engine) -> None:
+    prompt = [5, 6, 7, 8] * 5
+    params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True, stop=["zz"])
+    streamed = collect(engine, engine.submit(prompt, params))
+    sinks = [Sink() for _ in range(4)]
+    for sink in sinks:  # several at once, batched together
+        engine.submit(prompt, params, sink=sink)
+
+    for sink in sinks:
+        outputs = sink.wait()
+        assert [(o.text, o.token_ids, o.finish_reason) for o in outputs] == [
+            (o.text, o.token_ids, o.finish_reason) for o in streamed
+        ]
+        assert sink.threads == {"djinn-engine"}
+        assert [o.finish_reason for o in outputs].count(None) == len(outputs) - 1
+    assert idle_stats(engine)["kv_blocks_used"] == 0
+
+
+def test_a_sinks_request_cannot_also_be_streamed_and_is_forgotten_when_it_ends(engine: Engine) -> None:
+    sink = Sink()
+    request_id = engine.submit([1, 2, 3], SamplingParams(temperature=0.0, max_tokens=3, ignore_eos=True), sink=sink)
+    with pytest.raises(InvalidRequestError):
+        next(engine.stream(request_id))
+    sink.wait()
+
+    # Its id is free again once the last output was handed over.
+    assert collect(engine, engine.submit([1, 2, 3], GREEDY, request_id=request_id))[-1].finish_reason == "length"
+
+
+def test_aborting_a_sinks_request_ends_it_with_abort(engine: Engine) -> None:
+    sink = Sink()
+    params = SamplingParams(temperature=0.0, max_tokens=300, ignore_eos=True)
+    request_id = engine.submit([3, 4, 5] * 40, params, sink=sink)
+    deadline = time.monotonic() + 10
+    while not sink.outputs and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+    engine.abort(request_id)
+    outputs = sink.wait()
+
+    assert outputs[-1].finish_reason == "abort"
+    assert sum(len(o.token_ids) for o in outputs) < 300
+    assert idle_stats(engine)["kv_blocks_used"] == 0
+
+
+def test_a_sink_that_raises_ends_its_request_with_an_error_and_nothing_else(engine: Engine) -> None:
+    broken, healthy = Sink(fail_at=2), Sink()
+    params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
+    engine.submit([7, 8, 9], params, sink=broken)
+    engine.submit([7, 8, 9], params, sink=healthy)
+
+    outputs = broken.wait()
+
+    assert [o.finish_reason for o in outputs] == [None, None, "error"]
+    assert "the consumer broke" in outputs[-1].error
+    assert healthy.wait()[-1].finish_reason == "length"
+    assert sum(len(o.token_ids) for o in healthy.outputs) == 20
+    assert idle_stats(engine)["kv_blocks_used"] == 0
+
+
 def test_a_failing_step_fails_only_its_requests_and_the_loop_keeps_serving(tiny_llama_path: Path) -> None:
     with make_engine(tiny_llama_path, num_kv_blocks=32) as eng:
         # Fault injection at the device boundary: the model "crashes" on any batch holding token 66.
