@@ -7,10 +7,9 @@ from functools import cache
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db import connections, router
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 
-from accounts import api_keys
+from accounts import api_keys, rows
 from accounts.models import ApiKey, User, normalize_email
 
 
@@ -48,48 +47,36 @@ def api_key_authenticate(*, key: str) -> ApiKey | None:
     prefix = api_keys.key_prefix(key)
     if prefix is None:
         return None
-    # Every API request comes through here, so the statement is built once: the ORM spent more CPU building
-    # this query than PostgreSQL took to run it. It still runs each time, so a revoked key stops at once.
-    alias = router.db_for_read(ApiKey)
-    sql, key_fields, user_fields = _api_key_statement(connections[alias].vendor)
-    with connections[alias].cursor() as cursor:
-        cursor.execute(sql, [prefix])
-        row = cursor.fetchone()
-    if row is None:
+    # Every API request comes through here, so the statement is built once (accounts.rows). It still runs
+    # each time, so a revoked key stops at once.
+    sql, key_columns, user_columns = _api_key_statement()
+    found = rows.fetch(ApiKey, sql, [prefix])
+    if not found:
         return None
-    api_key = _from_row(ApiKey, alias, key_fields, row[: len(key_fields)])
+    row = found[0]
+    api_key = key_columns.instance(row[: len(key_columns)])
     if not hmac.compare_digest(api_key.key_hash, api_keys.key_hash(key)):
         return None
-    api_key.user = _from_row(User, alias, user_fields, row[len(key_fields) :])
+    api_key.user = user_columns.instance(row[len(key_columns) :])
     return api_key
 
 
 @cache
-def _api_key_statement(vendor: str) -> tuple[str, list, list]:
-    """SELECT a working key by prefix with its active user, as ``select_related("user")`` would, and the fields
-    each half of a row fills."""
-    key_fields, user_fields = ApiKey._meta.concrete_fields, User._meta.concrete_fields
-    qn = connections[router.db_for_read(ApiKey)].ops.quote_name
-    key_table, user_table = qn(ApiKey._meta.db_table), qn(User._meta.db_table)
-    columns = [f"{key_table}.{qn(f.column)}" for f in key_fields] + [
-        f"{user_table}.{qn(f.column)}" for f in user_fields
-    ]
-    user_fk = qn(ApiKey._meta.get_field("user").column)
+def _api_key_statement() -> tuple[str, rows.Columns[ApiKey], rows.Columns[User]]:
+    """SELECT a working key by prefix with its active user, as ``select_related("user")`` would, and the
+    columns of each half of a row."""
+    key_columns, user_columns = rows.Columns(ApiKey), rows.Columns(User)
+    key_table, user_table = ApiKey._meta.db_table, User._meta.db_table
+
+    def qn(name: str) -> str:
+        return rows.quote(ApiKey, name)
+
+    user_fk = ApiKey._meta.get_field("user").column
     sql = (
-        f"SELECT {', '.join(columns)} FROM {key_table} INNER JOIN {user_table} "
-        f"ON {user_table}.{qn(User._meta.pk.column)} = {key_table}.{user_fk} "
-        f"WHERE {key_table}.{qn('prefix')} = %s AND {key_table}.{qn('revoked_at')} IS NULL "
-        f"AND {user_table}.{qn('is_active')} LIMIT 1"
+        f"SELECT {key_columns.select(key_table)}, {user_columns.select(user_table)} "
+        f"FROM {qn(key_table)} INNER JOIN {qn(user_table)} "
+        f"ON {qn(user_table)}.{qn(User._meta.pk.column)} = {qn(key_table)}.{qn(user_fk)} "
+        f"WHERE {qn(key_table)}.{qn('prefix')} = %s AND {qn(key_table)}.{qn('revoked_at')} IS NULL "
+        f"AND {qn(user_table)}.{qn('is_active')} LIMIT 1"
     )
-    return sql, list(key_fields), list(user_fields)
-
-
-def _from_row(model: type[Model], alias: str, fields: list, values: tuple) -> Model:
-    """A model instance from raw column values, converted as the ORM converts them (e.g. time zones)."""
-    connection = connections[alias]
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        for converter in connection.ops.get_db_converters(field) + field.get_db_converters(connection):
-            value = converter(value, field, connection)
-        converted.append(value)
-    return model.from_db(alias, [f.attname for f in fields], converted)
+    return sql, key_columns, user_columns

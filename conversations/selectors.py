@@ -7,12 +7,14 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 from uuid import UUID
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from accounts import rows
 from accounts.models import User
 from conversations.errors import NotFound
 from conversations.models import SEARCH_CONFIG, Conversation, Message
@@ -53,11 +55,11 @@ def conversation_list(*, user: User, archived: bool = False, query: str | None =
 
 def conversation_get(*, user: User, conversation_id: UUID | str, lock: bool = False) -> Conversation:
     """``lock``: SELECT ... FOR UPDATE (inside the caller's transaction), in the same one query."""
-    conversations = Conversation.objects.select_for_update() if lock else Conversation.objects
-    conversation = conversations.filter(owner=user, pk=_uuid(conversation_id)).first()
-    if conversation is None:
+    sql, columns = _conversation_statement(lock)
+    found = rows.fetch(Conversation, sql, [_uuid(conversation_id), user.pk])
+    if not found:
         raise NotFound("Conversation not found.")
-    return conversation
+    return columns.instance(found[0])
 
 
 def conversation_branch(*, user: User, conversation: Conversation) -> list[BranchMessage]:
@@ -66,22 +68,15 @@ def conversation_branch(*, user: User, conversation: Conversation) -> list[Branc
         raise NotFound("Conversation not found.")
     if conversation.current_leaf_id is None:
         return []
-    tree = _tree(conversation.pk)
-    path = _path_ids(tree, conversation.current_leaf_id)
-    messages = Message.objects.in_bulk(path)
-    children = _children(tree)
-    branch = []
-    for message_id in path:
-        siblings = children[tree[message_id][0]]
-        branch.append(
-            BranchMessage(
-                message=messages[message_id],
-                sibling_index=siblings.index(message_id),
-                sibling_count=len(siblings),
-                sibling_ids=[str(s) for s in siblings],
-            )
+    return [
+        BranchMessage(
+            message=message,
+            sibling_index=siblings.index(message.pk),
+            sibling_count=len(siblings),
+            sibling_ids=[str(s) for s in siblings],
         )
-    return branch
+        for message, siblings in _branch(conversation.pk, conversation.current_leaf_id)
+    ]
 
 
 def message_get(*, user: User, message_id: UUID | str) -> Message:
@@ -110,9 +105,7 @@ def generation_get(*, user: User, generation_id: UUID | str) -> Message:
 
 def branch_path(*, conversation_id: UUID, leaf_id: UUID) -> list[Message]:
     """Messages from the root down to ``leaf_id`` (included), in order."""
-    path = _path_ids(_tree(conversation_id), leaf_id)
-    messages = Message.objects.in_bulk(path)
-    return [messages[message_id] for message_id in path]
+    return [message for message, _siblings in _branch(conversation_id, leaf_id)]
 
 
 def newest_leaf(*, conversation_id: UUID, message_id: UUID) -> UUID:
@@ -129,6 +122,65 @@ def newest_leaf(*, conversation_id: UUID, message_id: UUID) -> UUID:
         else:
             leaves.append(node)
     return max(leaves, key=lambda node: (tree[node][1], str(node)))
+
+
+def _branch(conversation_id: UUID, leaf_id: UUID) -> list[tuple[Message, list[UUID]]]:
+    """The messages from the root down to ``leaf_id``, each with the ids of its siblings (itself included),
+    oldest first: one statement, however long the branch."""
+    sql, columns = _branch_statement()
+    return [
+        (columns.instance(row[:-1]), row[-1])
+        for row in rows.fetch(Message, sql, [leaf_id, conversation_id, conversation_id])
+    ]
+
+
+@cache
+def _conversation_statement(lock: bool) -> tuple[str, rows.Columns[Conversation]]:
+    columns = rows.Columns(Conversation)
+    table = Conversation._meta.db_table
+
+    def qn(name: str) -> str:
+        return rows.quote(Conversation, name)
+
+    sql = (
+        f"SELECT {columns.select(table)} FROM {qn(table)} "
+        f"WHERE {qn(table)}.{qn('id')} = %s AND {qn(table)}.{qn('owner_id')} = %s" + (" FOR UPDATE" if lock else "")
+    )
+    return sql, columns
+
+
+@cache
+def _branch_statement() -> tuple[str, rows.Columns[Message]]:
+    """Walk up from the leaf (recursive CTE); for each message, its siblings in the order _children gives
+    them (created_at, then the id as text), found through the parent index (the conversation's for roots).
+    Parameters: the leaf, its conversation, the conversation again (for the roots)."""
+    columns = rows.Columns(Message)
+    table = Message._meta.db_table
+
+    def qn(name: str) -> str:
+        return rows.quote(Message, name)
+
+    def siblings(where: str) -> str:
+        return (
+            f"ARRAY(SELECT s.{qn('id')} FROM {qn(table)} s WHERE {where} "
+            f"ORDER BY s.{qn('created_at')}, s.{qn('id')}::text)"
+        )
+
+    parent = qn("parent_id")
+    roots = f"s.{qn('conversation_id')} = %s AND s.{parent} IS NULL"
+    same_parent = f"s.{parent} = path.{parent}"
+    sql = (
+        f"WITH RECURSIVE path AS ("
+        f"SELECT {columns.select('m')}, 0 AS depth FROM {qn(table)} m "
+        f"WHERE m.{qn('id')} = %s AND m.{qn('conversation_id')} = %s "
+        f"UNION ALL "
+        f"SELECT {columns.select('m')}, path.depth + 1 FROM {qn(table)} m "
+        f"INNER JOIN path ON m.{qn('id')} = path.{parent}"
+        f") SELECT {columns.select('path')}, CASE WHEN path.{parent} IS NULL "
+        f"THEN {siblings(roots)} ELSE {siblings(same_parent)} END "
+        f"FROM path ORDER BY path.depth DESC"
+    )
+    return sql, columns
 
 
 def _tree(conversation_id: UUID) -> dict[UUID, tuple[UUID | None, datetime]]:

@@ -145,6 +145,23 @@ def test_branch_follows_a_switch(user):
     assert (branch[0].sibling_index, branch[0].sibling_count) == (0, 2)
 
 
+def test_root_siblings_are_this_conversations_only_and_ties_in_time_go_by_id(user):
+    conversation, other = ConversationFactory(owner=user), ConversationFactory(owner=user)
+    add_exchange(other, question="elsewhere", answer="a")
+    first, _ = add_exchange(conversation, question="q1", answer="a1")
+    services.message_edit(user=user, message_id=first.pk, content="q1 edited")
+    roots = list(conversation.messages.filter(parent=None))
+    Message.objects.filter(pk__in=[m.pk for m in roots]).update(created_at=roots[0].created_at)  # same instant
+    conversation.refresh_from_db()
+
+    branch = selectors.conversation_branch(user=user, conversation=conversation)
+
+    assert branch[0].sibling_ids == sorted(str(m.pk) for m in roots)
+    assert branch[0].sibling_count == 2
+    path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=branch[-1].message.pk)
+    assert [m.content for m in path] == [entry.message.content for entry in branch]
+
+
 def test_branch_of_someone_elses_conversation_is_not_found(user, stranger):
     theirs = ConversationFactory(owner=stranger)
     add_exchange(theirs)
