@@ -146,6 +146,7 @@ class Generation(ABC):
         self._final: RequestOutput | None = None
         self._ended = threading.Event()
         self._closed = False  # the task's thread is done with the generation: the sink drops what comes
+        self._sink_failure: Exception | None = None  # what stopped the sink (Redis failed): the run fails
 
     # -- what subclasses provide ---------------------------------------------------------------------
 
@@ -180,8 +181,15 @@ class Generation(ABC):
             _watcher.add(self.generation_id, engine)
             try:
                 final = self._wait(engine)
+            except BaseException:
+                # Stop the engine thread's deliveries before anything else goes to the stream (fail() below).
+                self._close()
+                engine.abort(self.id)
+                raise
             finally:
                 _watcher.remove(self.generation_id)
+            if self._sink_failure is not None:
+                raise self._sink_failure
             if final is not None:
                 self._finish(final)
         except Exception:
@@ -190,9 +198,13 @@ class Generation(ABC):
             self.fail(self.engine_failed)
             raise
         finally:
-            with self._lock:
-                self._closed = True
+            self._close()
             self.writer.close()
+
+    def _close(self) -> None:
+        """From here on the sink drops what the engine hands over (waiting for a delivery in progress)."""
+        with self._lock:
+            self._closed = True
 
     def _submit(self) -> Engine | None:
         """Render the prompt and hand it to the engine; None (and the generation ended) if it cannot run."""
@@ -225,19 +237,24 @@ class Generation(ABC):
         with self._lock:
             if self._closed:
                 return
-            self.on_output(output)
-            text = output.text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
-            if text:
-                if self.ttft_ms is None:
-                    self.ttft_ms = _ms_since(self.created_at)
-                self.text.append(text)
-                self.seq = self.append_delta(text)
-            elif output.finish_reason is None:
-                self.writer.check_cancel()  # a step that made no text still looks at the cancel flag
-            self._latest = output
-            if output.finish_reason is not None:
-                self._final = output
-                self._ended.set()
+            try:
+                self.on_output(output)
+                text = output.text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+                if text:
+                    if self.ttft_ms is None:
+                        self.ttft_ms = _ms_since(self.created_at)
+                    self.seq = self.append_delta(text)
+                    self.text.append(text)  # only once handed over: the saved text never runs ahead of the stream
+                elif output.finish_reason is None:
+                    self.writer.check_cancel()  # a step that made no text still looks at the cancel flag
+                self._latest = output
+            except Exception as exc:
+                self._sink_failure = self._sink_failure or exc
+                raise  # the engine ends the request and hands over a last output, "error"
+            finally:
+                if output.finish_reason is not None:  # the last one, whatever happened to it
+                    self._final = output
+                    self._ended.set()
 
     def _wait(self, engine: Engine) -> RequestOutput | None:
         """Sleep until the engine hands over the final output, saving the partial reply about once a second

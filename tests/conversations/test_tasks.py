@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import DatabaseError
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
@@ -16,7 +18,7 @@ from config.celery import app
 from conversations import prompts, replies, services, titles
 from conversations.models import Conversation, Message
 from conversations.tasks import generate_reply, generate_title, sweep_stale_generations
-from inference import runtime, streams
+from inference import runtime, stream_batching, streams
 from inference.engine import SamplingParams
 from inference.models import LLMModel
 from tests.conversations.factories import ConversationFactory, add_exchange
@@ -356,7 +358,7 @@ def test_tasks_are_routed_to_their_queues(task, queue):
 
 
 def test_partial_text_is_saved_while_the_reply_streams(user, monkeypatch):
-    reply = queued_reply(user, params={"temperature": 0, "max_tokens": 40})
+    reply = queued_reply(user, params={"temperature": 0, "max_tokens": 120})
     monkeypatch.setattr(replies, "PARTIAL_SAVE_INTERVAL_S", 0.001)
     saved = []
     save_partial = replies._Reply.checkpoint
@@ -372,8 +374,68 @@ def test_partial_text_is_saved_while_the_reply_streams(user, monkeypatch):
 
     reply.refresh_from_db()
     stream = events(reply)
-    assert len(saved) > 10
+    assert len(saved) >= 3  # saved again and again while the reply streamed
     for status, content, seq in saved:
         assert status == Message.Status.RUNNING
         assert content == "".join(e["text"] for e in stream[:seq])
     assert reply.content.startswith(saved[-1][1])
+
+
+@pytest.mark.parametrize("failing_delta", ["first", "last"])
+@pytest.mark.timeout(120)  # a reply that never ends fails here rather than hanging the suite
+def test_a_stream_that_cannot_be_written_fails_the_reply_and_the_worker_goes_on(user, monkeypatch, failing_delta):
+    # Fault injection at the Redis boundary: the writer reports that the appends of a batch failed.
+    params = {"temperature": 0, "max_tokens": 12}
+    counting = queued_reply(user, params=params)
+    replies.generate(counting.pk)
+    deltas = sum(e["type"] == "delta" for e in events(counting))
+    fail_at = 1 if failing_delta == "first" else deltas
+    delta = stream_batching.BatchedStreamWriter.delta
+    calls = []
+
+    def failing(self, text, **kwargs):
+        calls.append(text)
+        if len(calls) == fail_at:
+            raise stream_batching.StreamWriteFailed("Redis went away")
+        return delta(self, text, **kwargs)
+
+    monkeypatch.setattr(stream_batching.BatchedStreamWriter, "delta", failing)
+    reply = queued_reply(user, params=params)
+
+    with pytest.raises(stream_batching.StreamWriteFailed):
+        replies.generate(reply.pk)
+
+    reply.refresh_from_db()
+    assert (reply.status, reply.error) == (Message.Status.FAILED, replies.ENGINE_FAILED)
+    assert events(reply)[-1]["type"] == "error"
+    monkeypatch.setattr(stream_batching.BatchedStreamWriter, "delta", delta)
+    after = queued_reply(user, params=params)
+    replies.generate(after.pk)
+    after.refresh_from_db()
+    assert after.status == Message.Status.COMPLETED
+
+
+@pytest.mark.timeout(120)
+def test_a_failing_save_of_the_partial_text_stops_the_generation_and_ends_its_stream_last(user, monkeypatch):
+    monkeypatch.setattr(replies, "PARTIAL_SAVE_INTERVAL_S", 0.01)
+
+    def broken_save(self, output, content, seq):
+        raise DatabaseError("connection lost")
+
+    monkeypatch.setattr(replies._Reply, "checkpoint", broken_save)
+    reply = queued_reply(user, params={"temperature": 0, "max_tokens": 2000})
+
+    with pytest.raises(DatabaseError):
+        replies.generate(reply.pk)
+
+    reply.refresh_from_db()
+    stream = events(reply)
+    engine = runtime.get_engine(LLMModel.objects.get(name=reply.model))
+    assert reply.status == Message.Status.FAILED
+    assert stream[-1]["type"] == "error"
+    assert [e["seq"] for e in stream] == list(range(1, len(stream) + 1))
+    deadline = time.monotonic() + 10
+    while engine.stats()["running"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.stats()["running"] == 0  # aborted, not left to write 2000 tokens for nobody
+    assert reply.completion_tokens < 2000
