@@ -62,12 +62,31 @@ def conversation_get(*, user: User, conversation_id: UUID | str, lock: bool = Fa
     return columns.instance(found[0])
 
 
+def conversation_with_branch(*, user: User, conversation_id: UUID | str) -> tuple[Conversation, list[BranchMessage]]:
+    """conversation_get and conversation_branch in one statement (what the REST API's retrieve shows)."""
+    sql, conversation_columns, message_columns = _detail_statement()
+    conversation_id = _uuid(conversation_id)
+    found = rows.fetch(Conversation, sql, [conversation_id, user.pk])
+    if not found:
+        raise NotFound("Conversation not found.")
+    split = len(conversation_columns)
+    conversation = conversation_columns.instance(found[0][:split])
+    if found[0][split] is None:  # no message yet (the message id, first of its columns, is NULL)
+        return conversation, []
+    path = [(message_columns.instance(row[split:-1]), row[-1]) for row in found]
+    return conversation, _with_siblings(path)
+
+
 def conversation_branch(*, user: User, conversation: Conversation) -> list[BranchMessage]:
     """The shown branch, root first, down to the current leaf."""
     if conversation.owner_id != user.pk:
         raise NotFound("Conversation not found.")
     if conversation.current_leaf_id is None:
         return []
+    return _with_siblings(_branch(conversation.pk, conversation.current_leaf_id))
+
+
+def _with_siblings(path: list[tuple[Message, list[UUID]]]) -> list[BranchMessage]:
     return [
         BranchMessage(
             message=message,
@@ -75,7 +94,7 @@ def conversation_branch(*, user: User, conversation: Conversation) -> list[Branc
             sibling_count=len(siblings),
             sibling_ids=[str(s) for s in siblings],
         )
-        for message, siblings in _branch(conversation.pk, conversation.current_leaf_id)
+        for message, siblings in path
     ]
 
 
@@ -139,54 +158,79 @@ def _conversation_statement(lock: bool) -> tuple[str, rows.Columns[Conversation]
     columns = rows.Columns(Conversation)
     table = Conversation._meta.db_table
 
-    def qn(name: str) -> str:
-        return rows.quote(Conversation, name)
-
     sql = (
-        f"SELECT {columns.select(table)} FROM {qn(table)} "
-        f"WHERE {qn(table)}.{qn('id')} = %s AND {qn(table)}.{qn('owner_id')} = %s" + (" FOR UPDATE" if lock else "")
+        f"SELECT {columns.select(table)} FROM {_qn(table)} "
+        f"WHERE {_qn(table)}.{_qn('id')} = %s AND {_qn(table)}.{_qn('owner_id')} = %s" + (" FOR UPDATE" if lock else "")
     )
     return sql, columns
+
+
+def _branch_sql(seed: str, conversation: str) -> tuple[str, str, rows.Columns[Message]]:
+    """The CTE ``path AS (...)`` (for a WITH RECURSIVE) walking up from the leaf that ``seed`` (a FROM ... that
+    selects it as ``m``) finds; the select list of a path message followed by its siblings' ids in the order
+    _children gives them (created_at, then the id as text), found through the parent index (through the
+    conversation's for roots, ``conversation`` being the SQL of its id); the message columns."""
+    columns = rows.Columns(Message)
+    table = _qn(Message._meta.db_table)
+    parent, id_ = _qn("parent_id"), _qn("id")
+
+    def siblings(where: str) -> str:
+        return f"ARRAY(SELECT s.{id_} FROM {table} s WHERE {where} ORDER BY s.{_qn('created_at')}, s.{id_}::text)"
+
+    roots = f"s.{_qn('conversation_id')} = {conversation} AND s.{parent} IS NULL"
+    path = (
+        f"path AS (SELECT {columns.select('m')}, 0 AS depth {seed} "
+        f"UNION ALL SELECT {columns.select('m')}, path.depth + 1 "
+        f"FROM {table} m INNER JOIN path ON m.{id_} = path.{parent})"
+    )
+    select = (
+        f"{columns.select('path')}, CASE WHEN path.{id_} IS NULL THEN NULL WHEN path.{parent} IS NULL "
+        f"THEN {siblings(roots)} ELSE {siblings(f's.{parent} = path.{parent}')} END"
+    )
+    return path, select, columns
+
+
+def _qn(name: str) -> str:
+    return rows.quote(Message, name)  # conversations and messages live in the same database
 
 
 @cache
 def _branch_statement() -> tuple[str, rows.Columns[Message]]:
-    """Walk up from the leaf (recursive CTE); for each message, its siblings in the order _children gives
-    them (created_at, then the id as text), found through the parent index (the conversation's for roots).
-    Parameters: the leaf, its conversation, the conversation again (for the roots)."""
-    columns = rows.Columns(Message)
-    table = Message._meta.db_table
+    """The branch up from a leaf. Parameters: the leaf, its conversation, the conversation again (roots)."""
+    table, conversation = _qn(Message._meta.db_table), _qn("conversation_id")
+    seed = f"FROM {table} m WHERE m.{_qn('id')} = %s AND m.{conversation} = %s"
+    path, select, columns = _branch_sql(seed, "%s")
+    return f"WITH RECURSIVE {path} SELECT {select} FROM path ORDER BY path.depth DESC", columns
 
-    def qn(name: str) -> str:
-        return rows.quote(Message, name)
 
-    def siblings(where: str) -> str:
-        return (
-            f"ARRAY(SELECT s.{qn('id')} FROM {qn(table)} s WHERE {where} "
-            f"ORDER BY s.{qn('created_at')}, s.{qn('id')}::text)"
-        )
-
-    parent = qn("parent_id")
-    roots = f"s.{qn('conversation_id')} = %s AND s.{parent} IS NULL"
-    same_parent = f"s.{parent} = path.{parent}"
-    sql = (
-        f"WITH RECURSIVE path AS ("
-        f"SELECT {columns.select('m')}, 0 AS depth FROM {qn(table)} m "
-        f"WHERE m.{qn('id')} = %s AND m.{qn('conversation_id')} = %s "
-        f"UNION ALL "
-        f"SELECT {columns.select('m')}, path.depth + 1 FROM {qn(table)} m "
-        f"INNER JOIN path ON m.{qn('id')} = path.{parent}"
-        f") SELECT {columns.select('path')}, CASE WHEN path.{parent} IS NULL "
-        f"THEN {siblings(roots)} ELSE {siblings(same_parent)} END "
-        f"FROM path ORDER BY path.depth DESC"
+@cache
+def _detail_statement() -> tuple[str, rows.Columns[Conversation], rows.Columns[Message]]:
+    """The conversation by id and owner, and the branch up from its current leaf: one row per message with
+    the conversation's columns first, or one row of the conversation alone (message columns NULL) when it
+    has none, or no row. Parameters: the conversation, its owner."""
+    conversations = rows.Columns(Conversation)
+    table = _qn(Conversation._meta.db_table)
+    conversation = (
+        f"conv AS (SELECT {conversations.select(Conversation._meta.db_table)} FROM {table} "
+        f"WHERE {table}.{_qn('id')} = %s AND {table}.{_qn('owner_id')} = %s)"
     )
-    return sql, columns
+    seed = (
+        f"FROM {_qn(Message._meta.db_table)} m INNER JOIN conv "
+        f"ON m.{_qn('id')} = conv.{_qn('current_leaf_id')} "
+        f"AND m.{_qn('conversation_id')} = conv.{_qn('id')}"
+    )
+    path, select, messages = _branch_sql(seed, f"conv.{_qn('id')}")
+    sql = (
+        f"WITH RECURSIVE {conversation}, {path} SELECT {conversations.select('conv')}, {select} "
+        f"FROM conv LEFT JOIN path ON TRUE ORDER BY path.depth DESC"
+    )
+    return sql, conversations, messages
 
 
 def _tree(conversation_id: UUID) -> dict[UUID, tuple[UUID | None, datetime]]:
     """Every message of the conversation: id -> (parent id, created_at). Ids only, no content."""
-    rows = Message.objects.filter(conversation_id=conversation_id).values_list("id", "parent_id", "created_at")
-    return {message_id: (parent_id, created_at) for message_id, parent_id, created_at in rows}
+    found = Message.objects.filter(conversation_id=conversation_id).values_list("id", "parent_id", "created_at")
+    return {message_id: (parent_id, created_at) for message_id, parent_id, created_at in found}
 
 
 def _children(tree: dict[UUID, tuple[UUID | None, datetime]]) -> dict[UUID | None, list[UUID]]:

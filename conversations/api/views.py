@@ -114,8 +114,7 @@ def _turn(turn: services.Turn) -> dict[str, Any]:
 
 
 def _conversation_detail(user: User, conversation_id: Any) -> dict[str, Any]:
-    conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
-    branch = selectors.conversation_branch(user=user, conversation=conversation)
+    conversation, branch = selectors.conversation_with_branch(user=user, conversation_id=conversation_id)
     return presenters.conversation_to_dict(conversation) | {"messages": presenters.branch_to_list(branch)}
 
 

@@ -162,6 +162,41 @@ def test_root_siblings_are_this_conversations_only_and_ties_in_time_go_by_id(use
     assert [m.content for m in path] == [entry.message.content for entry in branch]
 
 
+def test_a_conversation_with_its_branch_in_one_statement_is_the_same_as_the_two_reads(user, django_assert_num_queries):
+    conversation = ConversationFactory(owner=user)
+    question, reply = add_exchange(conversation, question="q1", answer="a1")
+    services.message_regenerate(user=user, message_id=reply.pk)
+    services.message_edit(user=user, message_id=question.pk, content="q1 edited")
+    empty = ConversationFactory(owner=user)
+    for each in (conversation, empty):
+        each.refresh_from_db()
+
+        with django_assert_num_queries(1):
+            got, branch = selectors.conversation_with_branch(user=user, conversation_id=str(each.pk))
+
+        expected = selectors.conversation_branch(user=user, conversation=each)
+        assert (got, got.title, got.current_leaf_id, got.updated_at) == (
+            each,
+            each.title,
+            each.current_leaf_id,
+            each.updated_at,
+        )
+        assert [(e.message, e.message.content, e.sibling_ids) for e in branch] == [
+            (e.message, e.message.content, e.sibling_ids) for e in expected
+        ]
+    assert branch == []
+    assert len(selectors.conversation_with_branch(user=user, conversation_id=conversation.pk)[1]) == 2
+
+
+def test_a_conversation_with_its_branch_is_not_found_for_another_user_or_a_bad_id(user, stranger):
+    theirs = ConversationFactory(owner=stranger)
+    add_exchange(theirs)
+
+    for conversation_id in (theirs.pk, uuid.uuid4(), "nope"):
+        with pytest.raises(NotFound):
+            selectors.conversation_with_branch(user=user, conversation_id=conversation_id)
+
+
 def test_branch_of_someone_elses_conversation_is_not_found(user, stranger):
     theirs = ConversationFactory(owner=stranger)
     add_exchange(theirs)
