@@ -21,6 +21,7 @@ executor kept from earlier requests. What Django's handler guarantees still hold
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
@@ -106,6 +107,10 @@ class DjinnASGIHandler(ASGIHandler):
         response._handler_class = self.__class__  # the sender of request_finished
         if isinstance(response, FileResponse):
             response.block_size = self.chunk_size  # the ASGI server chunks it further
+        if response.streaming and not response.is_async:
+            # A synchronous iterator (a file WhiteNoise serves): Django's send_response would read it whole
+            # with sync_to_async(list), warning each time; read it here, in the request's thread, instead.
+            response.streaming_content = _replay(list(response.streaming_content))
         if not response.streaming:
             # Its content is all in memory, so it can be closed (request_finished, which hands the database
             # connection back to the pool) before it is sent.
@@ -125,6 +130,11 @@ class DjinnASGIHandler(ASGIHandler):
     @staticmethod
     def _new_executor() -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="django-request")
+
+
+async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
 
 
 async def _close_async_iterator(response: HttpResponseBase) -> None:

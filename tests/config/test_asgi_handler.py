@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import threading
+import warnings
 from collections.abc import AsyncIterator
 
 import pytest
 from django.core import signals
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http import FileResponse, HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 from config.asgi_handler import DjinnASGIHandler
@@ -34,7 +36,12 @@ async def endless(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(events(), content_type="text/event-stream")
 
 
-urlpatterns = [path("where", where), path("endless", endless)]
+def a_file(request: HttpRequest) -> FileResponse:
+    # What WhiteNoise hands back for a static file: a response streaming a file through a sync iterator.
+    return FileResponse(io.BytesIO(b"x" * 200_000 + b"end"), content_type="application/javascript")
+
+
+urlpatterns = [path("where", where), path("endless", endless), path("file", a_file)]
 pytestmark = pytest.mark.urls(__name__)
 
 
@@ -100,6 +107,17 @@ def test_a_request_runs_its_sync_code_in_one_thread_which_the_next_request_reuse
     assert len(set(seen["view_threads"])) == 1
     assert seen["finished_threads"] == seen["view_threads"]  # request_finished: once a request, same thread
     assert seen["view_threads"][0] != threading.get_ident()
+
+
+def test_a_file_is_sent_whole_without_djangos_sync_iterator_warning_and_closed_in_the_requests_thread():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Django's "must consume synchronous iterators" would fail the test
+        sent = asyncio.run(get(DjinnASGIHandler(), "/file"))
+
+    body = b"".join(message.get("body", b"") for message in sent[1:])
+    assert sent[0]["status"] == 200
+    assert body == b"x" * 200_000 + b"end"
+    assert len(seen["finished_threads"]) == 1 and seen["finished_threads"][0] != threading.get_ident()
 
 
 def test_a_client_that_leaves_while_a_chunk_is_sent_closes_the_views_generator():
