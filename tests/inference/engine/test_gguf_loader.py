@@ -17,6 +17,7 @@ from gguf.quants import quantize as gguf_quantize
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
+from inference.engine import linear
 from inference.engine.batch import Batch
 from inference.engine.errors import ModelLoadError
 from inference.engine.gguf_loader import load_gguf
@@ -227,12 +228,22 @@ def test_quantized_gguf_runs_as_int4_and_matches_transformers_with_the_same_roun
     torch.testing.assert_close(logits, hf_logits(tiny_llama_path, PROMPT, qtype)[-2:], atol=2e-4, rtol=0)
 
 
-def test_q4_1_gguf_in_bf16_stays_close_to_float32(tiny_llama_path: Path, tmp_path: Path) -> None:
-    # given the production setting: Q4_1 packed as int4, bf16 activations
+@pytest.mark.parametrize("native_bf16", [True, False], ids=["oneDNN-bf16-dense", "float32-dense"])
+def test_q4_1_gguf_in_bf16_stays_close_to_float32(
+    tiny_llama_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, native_bf16: bool
+) -> None:
+    # given the production setting: Q4_1 packed as int4, bf16 activations, and the dense copy for the
+    # 13-token prefill either packed bf16 (CPUs with native bf16 matmuls) or float32 (AVX2-only CPUs)
+    if native_bf16 and not linear.NATIVE_BF16_MATMUL:
+        pytest.skip("this CPU has no native bf16 matmuls (oneDNN), so that dense path cannot run here")
+    monkeypatch.setattr(linear, "NATIVE_BF16_MATMUL", native_bf16)
     path = write_gguf(tiny_llama_path, tmp_path / "m.gguf", Q.Q4_1)
     # when
-    logits = prefill_and_decode(ModelRunner.load(path, num_kv_blocks=16), PROMPT)
+    runner = ModelRunner.load(path, num_kv_blocks=16)
+    logits = prefill_and_decode(runner, PROMPT)
     # then
+    dense = runner.model.layers[0].qkv.dense
+    assert dense.dtype == (torch.bfloat16 if native_bf16 else torch.float32)
     torch.testing.assert_close(logits, hf_logits(tiny_llama_path, PROMPT, Q.Q4_1)[-2:], atol=0.05, rtol=0.02)
 
 
