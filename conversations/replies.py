@@ -268,8 +268,7 @@ class Generation(ABC):
                 continue
             saved_seq = seq
             if not self.checkpoint(latest, content, seq):
-                with self._lock:
-                    self._closed = True  # nothing more goes to a stream that is no longer this generation's
+                self._close()  # nothing more goes to a stream that is no longer this generation's
                 engine.abort(self.id)
                 return None
         return self._final
