@@ -241,15 +241,6 @@ def _children(tree: dict[UUID, tuple[UUID | None, datetime]]) -> dict[UUID | Non
     return children
 
 
-def _path_ids(tree: dict[UUID, tuple[UUID | None, datetime]], leaf_id: UUID) -> list[UUID]:
-    path: list[UUID] = []
-    node: UUID | None = leaf_id
-    while node is not None:
-        path.append(node)
-        node = tree[node][0]
-    return path[::-1]
-
-
 def _uuid(value: Any) -> UUID:
     try:
         return value if isinstance(value, UUID) else uuid.UUID(str(value))
