@@ -42,12 +42,11 @@ class Columns(Generic[M]):
 
     def instance(self, values: Sequence[Any]) -> M:
         """The instance whose columns are ``values`` (as many as there are fields, in their order)."""
+        connection = connections[self.alias]
         if self._converters is None:  # on first use, when the connection exists
-            connection = connections[self.alias]
             self._converters = [
                 connection.ops.get_db_converters(field) + field.get_db_converters(connection) for field in self.fields
             ]
-        connection = connections[self.alias]
         converted = []
         for field, converters, value in zip(self.fields, self._converters, values, strict=True):
             for converter in converters:
