@@ -146,11 +146,11 @@ def _choice_params(params: dict[str, Any], index: int) -> dict[str, Any]:
 
 
 def _claim_key(generation_id: UUID | str) -> str:
-    return f"djinn:gen:{generation_id}:claim"
+    return f"{streams.stream_key(generation_id)}:claim"
 
 
 def logprobs_key(generation_id: UUID | str) -> str:
-    return f"djinn:gen:{generation_id}:logprobs"
+    return f"{streams.stream_key(generation_id)}:logprobs"
 
 
 def generate(generation_id: UUID | str, request: dict[str, Any]) -> None:

@@ -42,11 +42,11 @@ def stream_key(generation_id: UUID | str) -> str:
 
 
 def cancel_key(generation_id: UUID | str) -> str:
-    return f"djinn:gen:{generation_id}:cancel"
+    return f"{stream_key(generation_id)}:cancel"
 
 
 def _heartbeat_key(generation_id: UUID | str) -> str:
-    return f"djinn:gen:{generation_id}:alive"
+    return f"{stream_key(generation_id)}:alive"
 
 
 class StreamWriter:
