@@ -14,10 +14,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("default"), Queue("inference"))
 app.autodiscover_tasks()
 
-# Periodic jobs (the `beat` process).
-app.conf.beat_schedule = {
-    "sweep-stale-generations": {"task": "conversations.tasks.sweep_stale_generations", "schedule": 30.0},
-}
+# Periodic jobs (the `beat` process): CELERY_BEAT_SCHEDULE in config/settings.py.
 
 
 @signals.worker_init.connect
@@ -25,6 +22,18 @@ def _start_worker_metrics(**kwargs: object) -> None:
     from inference.metrics import start_worker_metrics_server
 
     start_worker_metrics_server()
+
+
+@signals.worker_init.connect
+def _load_the_model(sender: object, **kwargs: object) -> None:
+    """An inference worker loads the default model before it takes any task, so the first reply after a start
+    does not wait for the load (and a worker that cannot load it says so at once)."""
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    if queues is None or "inference" not in queues.consume_from:
+        return
+    from inference.runtime import preload
+
+    preload()
 
 
 @signals.worker_shutdown.connect

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "config.request_id.RequestIdMiddleware",
+    "config.errors.ServiceUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -117,8 +118,18 @@ if env_bool("DATABASE_POOL", not TESTING):
     _database["CONN_MAX_AGE"] = 0  # Django refuses persistent connections beside a pool
     _database["OPTIONS"] = {
         **_database.get("OPTIONS", {}),
-        "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX_SIZE", 40, minimum=1), "timeout": 30},
+        "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX_SIZE", 40, minimum=1)},
     }
+# Fail fast when PostgreSQL is away: a request answers 503 within seconds (config.errors) instead of hanging.
+# libpq waits at least 2 s for a connection; a pooled request waits DATABASE_POOL_TIMEOUT_S for a free one.
+_database.setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT_S", 2, minimum=1)
+if "pool" in _database["OPTIONS"]:
+    _database["OPTIONS"]["pool"]["timeout"] = env_int("DATABASE_POOL_TIMEOUT_S", 2, minimum=1)
+# A statement that runs longer than this is cancelled by the server (0: never). Migrations run without it.
+# Behind PgBouncer, set it on the database role instead if your PgBouncer refuses the "options" parameter.
+_statement_timeout_ms = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 30_000, minimum=0)
+if _statement_timeout_ms and sys.argv[1:2] != ["migrate"]:
+    _database["OPTIONS"]["options"] = f"-c statement_timeout={_statement_timeout_ms}"
 # PgBouncer in transaction mode cannot keep server-side cursors open across transactions.
 _database["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
 DATABASES = {"default": _database}
@@ -126,23 +137,42 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix")) or embedded.ensure_redis()
 
+# Redis that does not answer within 2 s is treated as away (a 503, see config.errors), not waited for.
+_CACHE_OPTIONS = {
+    "CLIENT_CLASS": "django_redis.client.DefaultClient",
+    "SOCKET_CONNECT_TIMEOUT": 2,
+    "SOCKET_TIMEOUT": 2,
+}
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         # Tests clear their own keys between cases; a separate prefix keeps a developer's data out of reach.
         "KEY_PREFIX": "djinn-test" if TESTING else "djinn",
-        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
-    }
+        "OPTIONS": _CACHE_OPTIONS,
+    },
+    # Sessions are kept in PostgreSQL and cached here: while Redis is away they are read from PostgreSQL
+    # (django-redis' IGNORE_EXCEPTIONS makes a failed cache read a miss), so nobody is signed out by it.
+    "sessions": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "djinn-test" if TESTING else "djinn",
+        "OPTIONS": {**_CACHE_OPTIONS, "IGNORE_EXCEPTIONS": True},
+    },
 }
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_CACHE_ALIAS = "sessions"
+DJANGO_REDIS_LOG_IGNORED_EXCEPTIONS = True
 
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # channels_redis waits on a channel with a 5 s BZPOPMIN; redis-py's default 5 s socket timeout would
         # race it and drop a quiet WebSocket. Give its clients room.
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}], "prefix": "djinn:channels"},
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 2}],
+            "prefix": "djinn:channels",
+        },
     }
 }
 
@@ -238,6 +268,15 @@ if not DEBUG:
 
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
+# Request bodies larger than this are refused with 413 before they are read (config.asgi_handler), on every
+# route; Django's own limit on form data is the same.
+DJINN_MAX_REQUEST_BYTES = env_int("DJINN_MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = DJINN_MAX_REQUEST_BYTES
+# Threads that run requests' synchronous code at once, per web process; more requests wait for one, up to
+# DJINN_REQUEST_QUEUE_TIMEOUT_S, then get a 503.
+DJINN_REQUEST_THREADS = env_int("DJINN_REQUEST_THREADS", 64, minimum=1)
+DJINN_REQUEST_QUEUE_TIMEOUT_S = env_int("DJINN_REQUEST_QUEUE_TIMEOUT_S", 10, minimum=1)
+
 # Celery ---------------------------------------------------------------------------------------------
 
 CELERY_BROKER_URL = REDIS_URL
@@ -248,8 +287,14 @@ CELERY_TASK_ROUTES = {"conversations.tasks.generate_reply": {"queue": "inference
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# Longer than the longest generation, so an unacknowledged reply is not redelivered while it is still running.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 2 * 60 * 60}
+# A task whose worker died unacknowledged is delivered again after this long (seconds). Longer than the longest
+# generation, so a reply is not handed out again while it is still running (a second delivery of a running one
+# does nothing anyway).
+DJINN_BROKER_VISIBILITY_TIMEOUT_S = env_int("DJINN_BROKER_VISIBILITY_TIMEOUT_S", 2 * 60 * 60, minimum=10)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": DJINN_BROKER_VISIBILITY_TIMEOUT_S}
+# A reply task that died before it could claim its reply (its worker stopped) is given up after this many
+# deliveries.
+DJINN_TASK_MAX_DELIVERIES = env_int("DJINN_TASK_MAX_DELIVERIES", 3, minimum=1)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -261,8 +306,21 @@ DJINN_MODEL = env_str("DJINN_MODEL", "default")
 DJINN_DEVICE = env_choice("DJINN_DEVICE", "auto", ("auto", "cpu", "cuda"))
 # A running reply whose worker sent no heartbeat for this long is marked failed by the sweeper (seconds).
 DJINN_GENERATION_STALE_AFTER_S = env_int("DJINN_GENERATION_STALE_AFTER_S", 60, minimum=10)
+# How often beat runs the stale-generation sweeper (seconds).
+DJINN_SWEEP_INTERVAL_S = env_int("DJINN_SWEEP_INTERVAL_S", 30, minimum=1)
+# Periodic jobs (the `beat` process).
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-generations": {
+        "task": "conversations.tasks.sweep_stale_generations",
+        "schedule": float(DJINN_SWEEP_INTERVAL_S),
+    },
+}
 # A reply no inference worker took within this long is marked failed by the sweeper (seconds).
 DJINN_GENERATION_QUEUED_TIMEOUT_S = env_int("DJINN_GENERATION_QUEUED_TIMEOUT_S", 15 * 60, minimum=60)
+# How long the inference worker retries a write that PostgreSQL or Redis refused (a failover, a restart)
+# before it gives up on the generation (seconds).
+DJINN_DB_RETRY_S = env_int("DJINN_DB_RETRY_S", 30, minimum=1)
+DJINN_REDIS_RETRY_S = env_int("DJINN_REDIS_RETRY_S", 30, minimum=1)
 # An inference worker serves its Prometheus metrics on this port; 0 = not at all.
 DJINN_WORKER_METRICS_PORT = env_int("DJINN_WORKER_METRICS_PORT", 0, minimum=0)
 

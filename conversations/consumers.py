@@ -2,10 +2,9 @@
 
 The browser sends small JSON commands; each one calls a service or selector in a worker thread
 (``database_sync_to_async``) and answers with events. Replies stream from the generation's Redis
-stream: every watched generation is its own asyncio task, fed by the process's one stream reader
-(``inference.stream_hub``: one blocking XREAD over every watched stream), so nothing here blocks the
-event loop, and a slow client only ever delays its own tasks, never the worker that writes the stream
-nor other clients.
+stream: every watched generation is its own asyncio task following it (``inference.follow``, fed by the
+process's one stream reader), so nothing here blocks the event loop, and a slow client only ever delays its
+own tasks, never the worker that writes the stream nor other clients.
 
 Frames (DESIGN.md, "A chat message, end to end", has the flow). Browser -> server, each a JSON object
 with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
@@ -21,8 +20,10 @@ with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
     conversation.search {query, archived} -> conversation.list {query, archived, conversations}
 
 Server -> browser also: generation.delta {id, seq, text}, generation.done {id, seq, finish_reason, usage,
-message}, generation.error {id, seq, message, code}, error {code, message, client_id?}. Conversations
-and messages are presenters' dicts; a branch is ``presenters.branch_to_list``.
+message}, generation.error {id, seq, message, code}, generation.waiting {id, seq} (a watch with nothing to
+say for WATCH_QUIET_S: it is alive), generation.interrupted {id, seq, message} (the stream could not be read:
+watch again after a pause), error {code, message, client_id?}. Conversations and messages are presenters'
+dicts; a branch is ``presenters.branch_to_list``.
 """
 
 from __future__ import annotations
@@ -34,31 +35,35 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from config.errors import UNAVAILABLE_ERRORS
 from conversations import presenters, selectors, services
 from conversations.errors import ConversationError, InvalidInput, NotFound
-from conversations.models import Conversation, Message
-from inference import stream_hub, streams
+from conversations.following import db, reply_settle
+from conversations.models import Conversation
+from inference.follow import FollowInterrupted, follow
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED = 4401
 # How long a watch waits for events before it looks at the database (s): a generation whose stream has
-# expired, or that was finished by someone who wrote no event, still ends on the client.
+# expired, or that was finished by someone who wrote no event, still ends on the client. The page hears
+# from a watch at least this often (generation.waiting), and watches again if it does not.
 WATCH_QUIET_S = 10.0
+INTERRUPTED = "Lost contact with the reply stream. Reconnecting…"
 MAX_WATCHES = 8  # per connection; a tab follows one reply at a time, the rest is headroom for races
 MAX_FRAME_CHARS = 256_000
+# Frames a connection may send: a burst of FLOOD_BURST, then FLOOD_RATE a second. Past that a frame is refused
+# with an error; a client that keeps at it past FLOOD_CLOSE_AFTER refusals is disconnected (CLOSE_FLOOD).
+FLOOD_BURST = 40
+FLOOD_RATE = 10.0
+FLOOD_CLOSE_AFTER = 200
+CLOSE_FLOOD = 4429
+UNAVAILABLE = "Djinn cannot reach its database or cache right now. Try again in a few seconds."
 SEARCH_LIMIT = 100
 
 EVENT_TYPES = {"delta": "generation.delta", "done": "generation.done", "error": "generation.error"}
-
-
-def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """Run ``func`` (ORM work) in the loop's thread pool. Not thread-sensitive: Channels' default would
-    run every connection's queries one at a time on a single shared thread."""
-    return database_sync_to_async(func, thread_sensitive=False)
 
 
 Handler = Callable[["ChatConsumer", dict[str, Any]], Awaitable[None]]
@@ -74,6 +79,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.user = self.scope.get("user")
         self.watches: dict[str, asyncio.Task[None]] = {}
         self.group: str | None = None
+        self.allowance = float(FLOOD_BURST)
+        self.allowance_at = asyncio.get_running_loop().time()
+        self.refused = 0
         # Accept before closing so the browser sees the 4401 code (a refused handshake only shows 1006).
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
@@ -92,6 +100,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     # Frames in -----------------------------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if not self._take_allowance():
+            self.refused += 1
+            if self.refused > FLOOD_CLOSE_AFTER:
+                await self.close(code=CLOSE_FLOOD)
+            elif self.refused == 1 or self.refused % 50 == 0:
+                await self.send_error("rate_limited", "Too many messages at once: slow down.")
+            return
         if text_data is None:
             await self.send_error("invalid_input", "Frames must be JSON text.")
             return
@@ -120,6 +135,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await handler(self, content)
         except ConversationError as exc:
             await self.send_error(exc.code, exc.message, client_id=client_id)
+        except UNAVAILABLE_ERRORS as exc:
+            logger.warning("A %s frame found a dependency away: %s", str(content.get("type"))[:40], exc)
+            await self.send_error("service_unavailable", UNAVAILABLE, client_id=client_id)
+
+    def _take_allowance(self) -> bool:
+        """A token bucket of frames: FLOOD_BURST at once, FLOOD_RATE a second after that."""
+        now = asyncio.get_running_loop().time()
+        self.allowance = min(float(FLOOD_BURST), self.allowance + (now - self.allowance_at) * FLOOD_RATE)
+        self.allowance_at = now
+        if self.allowance < 1:
+            return False
+        self.allowance -= 1
+        return True
 
     # Commands --------------------------------------------------------------------------------------
 
@@ -285,29 +313,22 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _forward(self, generation_id: str, after: int, fresh: bool) -> None:
         last = after
-        if not fresh:
-            # The first read does not wait, so a finished reply whose stream has expired ends at once.
-            events = await streams.aread_events(generation_id, after=after)
-            if await self._send_events(generation_id, events):
-                return
-            if not events and await self._finished_without_events(generation_id, after):
-                return
-            last = events[-1]["seq"] if events else after
-        async with stream_hub.watch({generation_id: last}) as watch:
-            while True:
-                events = await watch.next(WATCH_QUIET_S)
-                if await self._send_events(generation_id, events):
-                    return
-                if not events and await self._finished_without_events(generation_id, watch.after[generation_id]):
-                    return
-
-    async def _send_events(self, generation_id: str, events: list[dict[str, Any]]) -> bool:
-        """Send the events' frames; True once a terminal one is sent."""
-        for event in events:
-            await self.send_json(await self._event_frame(generation_id, event))
-            if event["type"] in streams.TERMINAL_TYPES:
-                return True
-        return False
+        try:
+            async for batch in follow(
+                {generation_id: after}, settle=reply_settle(self.user), quiet_s=WATCH_QUIET_S, fresh=fresh
+            ):
+                if not batch:
+                    # Quiet (queued, a model loading, a long prefill): the page knows the watch is alive.
+                    await self.send_json({"type": "generation.waiting", "id": generation_id, "seq": last})
+                    continue
+                for event in batch:
+                    await self.send_json(await self._event_frame(generation_id, event))
+                    last = event["seq"]
+        except FollowInterrupted:
+            # Redis is unreachable: the page watches again from what it has, after a pause.
+            await self.send_json(
+                {"type": "generation.interrupted", "id": generation_id, "seq": last, "message": INTERRUPTED}
+            )
 
     async def _event_frame(self, generation_id: str, event: dict[str, Any]) -> dict[str, Any]:
         frame: dict[str, Any] = {"type": EVENT_TYPES[event["type"]], "id": generation_id, "seq": event["seq"]}
@@ -324,39 +345,6 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             frame["message"] = event.get("message") or "The reply could not be generated."
             frame["code"] = event.get("code") or "generation_failed"
         return frame
-
-    async def _finished_without_events(self, generation_id: str, last: int) -> bool:
-        """After a quiet wait: if the message is finished and its stream has nothing more (expired, or
-        never written), end the watch with the saved message, as a done or error event."""
-        try:
-            message = await db(selectors.generation_get)(user=self.user, generation_id=generation_id)
-        except NotFound as exc:  # deleted meanwhile (its conversation, from another tab)
-            await self.send_error(exc.code, exc.message)
-            return True
-        if not message.is_finished:
-            return False
-        if await streams.aread_events(generation_id, after=last):
-            return False  # it finished while we looked: the next read delivers the events
-        data = await db(presenters.message_to_dict)(message)
-        if message.status == Message.Status.FAILED:
-            frame = {
-                "type": "generation.error",
-                "id": generation_id,
-                "seq": last,
-                "message": message.error or "The reply could not be generated.",
-                "code": "generation_failed",
-            }
-        else:
-            frame = {
-                "type": "generation.done",
-                "id": generation_id,
-                "seq": last,
-                "finish_reason": message.finish_reason or None,
-                "usage": None,
-                "message": data,
-            }
-        await self.send_json(frame)
-        return True
 
 
 HANDLERS: dict[str, Handler] = {

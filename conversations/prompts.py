@@ -33,10 +33,20 @@ def chat_messages(*, owner: User, conversation: Conversation, path: Iterable[Mes
 
 
 def check_fits(messages: list[dict[str, str]], model: LLMModel) -> int:
-    """Prompt tokens of ``messages`` for ``model``; raises ContextTooLong when they leave no room for a reply."""
-    prompt_tokens = runtime.count_chat_tokens(messages, model)
+    """Prompt tokens of ``messages`` for ``model``; raises ContextTooLong when they leave no room for a reply,
+    InvalidInput when the model's chat template cannot render them."""
+    prompt_tokens = count_tokens(messages, model)
     ensure_room(prompt_tokens, runtime.context_length(model), model)
     return prompt_tokens
+
+
+def count_tokens(messages: list[dict[str, str]], model: LLMModel) -> int:
+    """Prompt tokens of ``messages`` rendered with ``model``'s chat template. Raises InvalidInput when the
+    template refuses them or does not finish (a broken or hostile template in the model's files)."""
+    try:
+        return runtime.count_chat_tokens(messages, model)
+    except InvalidRequestError as exc:
+        raise InvalidInput(str(exc)) from exc
 
 
 def ensure_room(prompt_tokens: int, context: int, model: LLMModel) -> None:
@@ -73,3 +83,23 @@ def sampling_params(params: dict[str, Any], *, max_tokens_limit: int | None = No
     if max_tokens_limit is not None:
         sampling.max_tokens = min(sampling.max_tokens or max_tokens_limit, max_tokens_limit)
     return sampling
+
+
+def completion_max_tokens(prompt_tokens: int, context: int, *, asked: int | None, default: dict[str, Any]) -> int:
+    """An API completion's token budget: what the request asked for (refused when it does not fit), else the
+    model's default capped to the room the prompt leaves. Raises ContextTooLong (in OpenAI's words)."""
+    room = context - prompt_tokens
+    if asked is not None and prompt_tokens + asked > context:
+        raise ContextTooLong(
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{prompt_tokens + asked} tokens ({prompt_tokens} in the messages, {asked} in the completion). "
+            "Please reduce the length of the messages or completion."
+        )
+    if room < 1:
+        raise ContextTooLong(
+            f"This model's maximum context length is {context} tokens. However, your messages resulted in "
+            f"{prompt_tokens} tokens. Please reduce the length of the messages."
+        )
+    if asked is not None:
+        return asked
+    return min(default.get("max_tokens") or room, room)

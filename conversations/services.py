@@ -16,7 +16,7 @@ from accounts.selectors import user_can_chat
 from conversations import prompts, selectors
 from conversations.errors import InvalidInput, NotAllowed, NotFound
 from conversations.models import Conversation, Message
-from conversations.tasks import generate_reply
+from conversations.tasks import reply_enqueue
 from inference import streams
 from inference.models import LLMModel
 from inference.registry import model_get
@@ -292,7 +292,7 @@ def _queue_reply(conversation: Conversation, *, parent: Message, model: LLMModel
 
 
 def _enqueue(reply: Message) -> None:
-    transaction.on_commit(lambda: generate_reply.delay(str(reply.pk)))
+    transaction.on_commit(lambda: reply_enqueue(reply.pk))
 
 
 def _update(user: User, conversation_id: UUID | str, **fields: Any) -> Conversation:

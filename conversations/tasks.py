@@ -1,5 +1,5 @@
-"""Celery tasks. They take ids, are idempotent, and leave the work to conversations.replies / .completions /
-.titles.
+"""Celery tasks: one-line doors to the worker's side (``conversations.generations``, ``.titles``). They take
+ids, are idempotent, and import nothing of the web side; the web side (services, completions) imports them.
 
 ``generate_reply`` runs on the ``inference`` queue (CELERY_TASK_ROUTES), and so does
 ``generate_completion``: the same body for an API request, whose messages come inline since no
@@ -11,29 +11,58 @@ would load a second copy of the weights and fight the engine for the same cores.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from uuid import UUID
 
+import redis
 from celery import shared_task
+from django.conf import settings
+from kombu.exceptions import OperationalError as BrokerError
 
-from conversations import completions, replies, titles
+from conversations import generations, titles
+from inference.redis import get_redis
+
+logger = logging.getLogger(__name__)
 
 
-@shared_task(name="conversations.tasks.generate_reply", ignore_result=True)
-def generate_reply(message_id: str) -> None:
-    replies.generate(message_id)
+@shared_task(name="conversations.tasks.generate_reply", ignore_result=True, bind=True)
+def generate_reply(self: Any, message_id: str) -> None:
+    conversation_id = generations.reply_generate(message_id, task_id=self.request.id)
+    if conversation_id is not None:
+        generate_title.delay(str(conversation_id))
+
+
+def reply_enqueue(message_id: UUID | str) -> bool:
+    """Send a queued reply to the inference workers. When the broker is out of reach the reply stays queued
+    (nothing is lost: it is committed) and the sweeper sends it again once it can; False then."""
+    try:
+        generate_reply.delay(str(message_id))
+        # Kept while the task may wait in the queue (after that the sweeper fails the reply anyway).
+        get_redis().set(generations.enqueued_key(message_id), "1", ex=settings.DJINN_GENERATION_QUEUED_TIMEOUT_S)
+    except (BrokerError, redis.RedisError) as exc:
+        logger.error("Could not queue reply %s (it stays queued): %s", message_id, exc)
+        return False
+    return True
 
 
 @shared_task(name="conversations.tasks.generate_completion", ignore_result=True, queue="inference")
 def generate_completion(generation_id: str, request: dict[str, Any]) -> None:
     """``request``: the user, API key, model, messages and sampling parameters (completions.completion_start)."""
-    completions.generate(generation_id, request)
+    generations.completion_generate(generation_id, request)
 
 
-@shared_task(name="conversations.tasks.generate_title", ignore_result=True, queue="inference")
-def generate_title(conversation_id: str) -> None:
-    titles.title_generate(conversation_id)
+@shared_task(name="conversations.tasks.generate_title", ignore_result=True, queue="inference", bind=True)
+def generate_title(self: Any, conversation_id: str) -> None:
+    # A redelivery (its worker died on it) is not run again: a title is not worth a second worker.
+    if generations.first_delivery(self.request.id):
+        titles.title_generate(conversation_id)
 
 
 @shared_task(name="conversations.tasks.sweep_stale_generations", ignore_result=True)
 def sweep_stale_generations() -> int:
-    return replies.sweep_stale()
+    """Fail the replies whose worker died or that waited too long; send again those whose task was lost."""
+    failed = generations.sweep_stale()
+    for message_id in generations.replies_to_requeue():
+        reply_enqueue(message_id)
+    return failed

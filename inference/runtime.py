@@ -19,9 +19,8 @@ from django.conf import settings
 from django.db import close_old_connections
 from gguf import GGUFReader
 
-from inference.engine import Engine, ModelLoadError
-from inference.engine.paths import resolve_model_path
-from inference.engine.tokenizer import Tokenizer, load_tokenizer, tokenizer_from_gguf
+from inference.engine import Engine, ModelLoadError, Tokenizer, load_tokenizer, resolve_model_path, tokenizer_from_gguf
+from inference.faults import retrying_db
 from inference.models import LLMModel
 from inference.registry import model_get, model_source
 
@@ -51,6 +50,19 @@ def get_engine(model: LLMModel | None = None) -> Engine:
                 engine = Engine(path, device=settings.DJINN_DEVICE)
                 _engines[key] = engine
     return engine
+
+
+def preload() -> None:
+    """Load the default model now, before the inference worker takes its first reply (which would otherwise
+    wait for the load). Best effort: if it cannot load yet (no migrations, the database away), the first
+    reply loads it instead, heart-beating meanwhile."""
+    try:
+        model = retrying_db(lambda: model_get(None), deadline_s=settings.DJINN_DB_RETRY_S, what="Reading the model")
+        get_engine(model)
+    except Exception as exc:  # best effort, whatever stops it: the first reply does the work instead
+        logger.warning("The model was not loaded at start: %s", exc)
+    finally:
+        close_old_connections()
 
 
 def get_tokenizer(model: LLMModel | None = None) -> Tokenizer:

@@ -103,10 +103,13 @@ class StreamHub:
         elif self._reading and not set(watch.after) <= self._reading:
             # The XREAD in flight does not cover these streams: make it return, so that the next one does.
             # (Between two reads, the reader builds the next one from the watches as they are then.)
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.xadd(self._wake_key, {"w": "1"}, maxlen=WAKE_MAXLEN, approximate=True)
-            pipe.expire(self._wake_key, WAKE_TTL_S)
-            await pipe.execute()
+            await self._wake()
+
+    async def _wake(self) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(self._wake_key, {"w": "1"}, maxlen=WAKE_MAXLEN, approximate=True)
+        pipe.expire(self._wake_key, WAKE_TTL_S)
+        await pipe.execute()
 
     def remove(self, watch: Watch, generation_ids: list[str] | None = None) -> None:
         for generation_id in generation_ids if generation_ids is not None else list(watch.after):
@@ -116,6 +119,16 @@ class StreamHub:
                 watches.discard(watch)
                 if not watches:
                     del self._watches[generation_id]
+
+    async def close(self, watch: Watch) -> None:
+        """Remove a watch that is done; when it was the last one, end the XREAD in flight now rather than
+        when it times out (it holds a connection meanwhile, and a loop shutting down would wait for it)."""
+        self.remove(watch)
+        if not self._watches and self._reading:
+            try:
+                await self._wake()
+            except Exception as exc:  # best effort: the read times out by itself anyway
+                logger.debug("Waking the idle stream reader failed: %s", exc)
 
     async def _read(self) -> None:
         try:
@@ -175,4 +188,4 @@ async def watch(positions: dict[UUID | str, int]) -> AsyncIterator[Watch]:
         await hub.add(opened)
         yield opened
     finally:
-        hub.remove(opened)
+        await hub.close(opened)

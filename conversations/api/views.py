@@ -11,7 +11,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -29,11 +28,12 @@ from conversations import presenters, selectors, services
 from conversations.api import serializers as s
 from conversations.api.usage import usage_summary
 from conversations.errors import ContextTooLong, ConversationError, InvalidInput, NotAllowed, NotFound
-from conversations.models import Message
-from inference import streams
+from conversations.following import reply_settle
+from inference.follow import FollowInterrupted, follow
 
-# How long one XREAD of an SSE stream waits (ms) before it looks at the database and sends a keep-alive.
-EVENTS_BLOCK_MS = 10_000
+# How long an SSE stream waits for events (s) before it looks at the database and sends a keep-alive.
+EVENTS_QUIET_S = 10.0
+RETRY_MS = 3000  # an EventSource whose stream was cut reconnects after this long
 
 ERROR_STATUS: list[tuple[type[ConversationError], int]] = [
     (NotFound, status.HTTP_404_NOT_FOUND),
@@ -359,7 +359,8 @@ class GenerationEventsApi(DjinnApi):
             "The reply's events as Server-Sent Events, after seq `after` (or the Last-Event-ID header, which "
             "wins): `id: <seq>`, `event: delta|done|error`, `data: <JSON>`. Resuming after the last seq you have "
             "gives exactly the missing events. The stream ends after the done or error event; lines starting "
-            "with `:` are keep-alives."
+            "with `:` are keep-alives. A stream that ends without a done or error event was cut (the server "
+            "lost Redis, or restarted): reconnect with Last-Event-ID, as an EventSource does by itself."
         ),
         parameters=[
             GENERATION_ID,
@@ -400,55 +401,18 @@ def _sse(event: dict[str, Any]) -> bytes:
 
 
 async def _event_stream(user: User, generation_id: str, after: int) -> AsyncIterator[bytes]:
-    """Events with seq > ``after`` until the terminal one. Runs on the event loop (blocking XREADs on
-    redis.asyncio); a client that goes away cancels it (Django's ASGI handler watches for the disconnect)."""
-    last = after
-    block_ms: int | None = None  # the first read does not wait, so a finished reply whose stream expired ends at once
-    while True:
-        events = await streams.aread_events(generation_id, after=last, block_ms=block_ms)
-        if not events:
-            final = await sync_to_async(_final_event)(user=user, generation_id=generation_id, last=last)
-            if final is not None:
-                yield _sse(final)
-                return
-            if block_ms is not None:
-                yield b": keep-alive\n\n"
-            block_ms = EVENTS_BLOCK_MS
-            continue
-        for event in events:
-            last = event["seq"]
-            yield _sse(event)
-            if event["type"] in streams.TERMINAL_TYPES:
-                return
-
-
-def _final_event(*, user: User, generation_id: str, last: int) -> dict[str, Any] | None:
-    """After a read that found nothing: the terminal event to end with, when the reply is finished (or gone)
-    and its stream has nothing more (expired, or finished by someone who wrote no event); else None."""
-    event: dict[str, Any] = {
-        "id": generation_id,
-        "seq": last,
-        "type": "done",
-        "text": "",
-        "finish_reason": None,
-        "usage": None,
-        "message": None,
-        "code": None,
-    }
+    """Events with seq > ``after`` until the terminal one, on the event loop; a client that goes away cancels
+    it (Django's ASGI handler watches for the disconnect). If Redis cannot be read for long, the stream ends
+    without a terminal event: an EventSource reconnects by itself (after RETRY_MS) with Last-Event-ID."""
+    yield f"retry: {RETRY_MS}\n\n".encode()
     try:
-        message = selectors.generation_get(user=user, generation_id=generation_id)
-    except NotFound:  # its conversation was deleted meanwhile
-        return event | {"type": "error", "message": "This reply was deleted.", "code": "not_found"}
-    if not message.is_finished or streams.read_events(generation_id, after=last):
-        return None
-    if message.status == Message.Status.FAILED:
-        return event | {
-            "type": "error",
-            "message": message.error or "The reply could not be generated.",
-            "code": "generation_failed",
-        }
-    usage = presenters.message_to_dict(message)["usage"]
-    return event | {"finish_reason": message.finish_reason or None, "usage": usage}
+        async for batch in follow({generation_id: after}, settle=reply_settle(user), quiet_s=EVENTS_QUIET_S):
+            if not batch:
+                yield b": keep-alive\n\n"
+                continue
+            yield b"".join(_sse(event) for event in batch)
+    except FollowInterrupted:
+        yield b": interrupted, reconnect with Last-Event-ID\n\n"
 
 
 # Usage --------------------------------------------------------------------------------------------------

@@ -24,11 +24,12 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from accounts.authentication import INVALID_API_KEY, ApiKeyAuthentication
 from accounts.models import ApiKey, User
+from config.errors import UNAVAILABLE_ERRORS, unavailable_response
 from conversations.completions import StartedCompletion, completion_start, read_logprobs
 from conversations.errors import ContextTooLong, InvalidInput, NotAllowed
 from conversations.openai_api import responses
 from conversations.openai_api.errors import SERVER_ERROR, OpenAIError
-from conversations.openai_api.streaming import GenerationLost, choice_events
+from conversations.openai_api.streaming import GENERATION_LOST, choice_events
 from conversations.openai_api.validation import ChatRequest, parse_chat_request
 from inference.engine import EngineError
 from inference.models import LLMModel
@@ -66,6 +67,10 @@ def openai_view(*methods: str) -> Callable[[View], View]:
                 response = exc.response()
                 if exc.status == 405:
                     response["Allow"] = ", ".join(methods)
+            except UNAVAILABLE_ERRORS as exc:
+                # PostgreSQL or Redis out of reach: a 503 to retry (the SDK retries it by itself).
+                logger.warning("Service unavailable for %s %s: %s", request.method, request.path, exc)
+                response = unavailable_response(request)
             except Exception:
                 # The last line of defence: under /v1 a fault is still OpenAI's JSON, never Django's page.
                 logger.exception("Unexpected error in %s %s", request.method, request.path)
@@ -187,11 +192,9 @@ def _stream_error(event: dict[str, Any]) -> OpenAIError:
         return OpenAIError(message, status=404, param="model", code=code)
     if code == InvalidInput.code:
         return OpenAIError(message, code="invalid_value")
+    if code == GENERATION_LOST:
+        return OpenAIError(message, status=503, type=SERVER_ERROR, code=code)
     return OpenAIError(message, status=500, type=SERVER_ERROR, code=code)
-
-
-def _lost(exc: GenerationLost) -> OpenAIError:
-    return OpenAIError(str(exc), status=503, type=SERVER_ERROR, code="generation_lost")
 
 
 async def _logprobs_of(
@@ -208,22 +211,19 @@ async def _logprobs_of(
 
 async def _collect(completion: responses.Completion, generation_ids: list[UUID]) -> None:
     """Read every choice to its end into ``completion``. Raises OpenAIError for a failed generation."""
-    try:
-        async with aclosing(choice_events(generation_ids)) as batches:
-            async for batch in batches:
-                logprobs = await _logprobs_of(generation_ids, batch) if completion.logprobs else {}
-                for index, event in batch:
-                    choice = completion.choices[index]
-                    if event["type"] == "delta":
-                        choice.text.append(event["text"])
-                        choice.logprobs += logprobs.get((index, event["seq"]), [])
-                    elif event["type"] == "done":
-                        choice.finish_reason = event["finish_reason"]
-                        choice.usage = event["usage"]
-                    else:
-                        raise _stream_error(event)
-    except GenerationLost as exc:
-        raise _lost(exc) from None
+    async with aclosing(choice_events(generation_ids)) as batches:
+        async for batch in batches:
+            logprobs = await _logprobs_of(generation_ids, batch) if completion.logprobs else {}
+            for index, event in batch:
+                choice = completion.choices[index]
+                if event["type"] == "delta":
+                    choice.text.append(event["text"])
+                    choice.logprobs += logprobs.get((index, event["seq"]), [])
+                elif event["type"] == "done":
+                    choice.finish_reason = event["finish_reason"]
+                    choice.usage = event["usage"]
+                else:
+                    raise _stream_error(event)
 
 
 async def _sse(completion: responses.Completion, generation_ids: list[UUID], chat: ChatRequest) -> AsyncIterator[str]:
@@ -258,9 +258,6 @@ async def _sse(completion: responses.Completion, generation_ids: list[UUID], cha
                         yield "".join(chunks) + responses.sse(_stream_error(event).body())
                         return
                 yield "".join(chunks)
-    except GenerationLost as exc:
-        yield responses.sse(_lost(exc).body())
-        return
     except Exception:
         # The status line is long gone: end the stream with an error the SDK raises, not a cut connection.
         logger.exception("Streaming completion %s failed", completion.id)

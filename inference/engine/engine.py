@@ -5,8 +5,9 @@
     for delta in engine.stream(rid):
         print(delta.text, end="")
 
-A server writing many replies at once can pass ``sink=`` to ``submit`` instead of reading ``stream``: the
-engine thread then hands each delta straight to that callable, so no thread per reply wakes per token.
+A server writing many replies at once passes ``sink=`` to ``submit`` instead of reading ``stream``: once per
+step the engine thread hands that callable every output the step made for its requests, in one list, so
+no thread per reply wakes per token and the consumer sees where a step ends.
 
 Each step: take new requests and aborts, let the scheduler pick the batch, run the model, sample, turn
 the tokens into text deltas (stop strings held back until they can be ruled out) and put one
@@ -70,7 +71,9 @@ class RequestOutput:
     error: str | None = None
 
 
-Sink = Callable[[RequestOutput], None]
+# Called once per engine step (in the engine thread) with the outputs of that step for the requests submitted
+# with it, in request order; the last output of a request has a finish_reason.
+Sink = Callable[[list[RequestOutput]], None]
 
 
 @dataclass
@@ -78,7 +81,7 @@ class _Request:
     seq: Sequence
     detokenizer: IncrementalDetokenizer
     stops: StopStringMatcher
-    sink: Sink | None = None  # when set, outputs go here (in the engine thread) instead of to ``outputs``
+    sink: Sink | None = None  # when set, outputs go to it once per step (engine thread), not to ``outputs``
     outputs: queue.Queue[RequestOutput] = field(default_factory=queue.Queue)
 
 
@@ -142,6 +145,8 @@ class Engine:
         self._wakeup = threading.Condition()
         self._stopping = False
         self._generated_tokens = 0
+        # Outputs of the current step for sink requests, by sink, handed over when the step ends (_flush_sinks).
+        self._sink_outputs: dict[int, tuple[Sink, list[tuple[_Request, RequestOutput]]]] = {}
         self._stats: dict[str, Any] = {}
         self._publish_stats()
         self._thread = threading.Thread(target=self._run, name="djinn-engine", daemon=True)
@@ -159,11 +164,12 @@ class Engine:
     ) -> str:
         """Queue a request: chat messages (rendered with the model's chat template) or prompt token ids.
 
-        With ``sink``, the request's outputs are not for ``stream``: the engine thread calls ``sink`` with each
-        one, the last with a finish_reason, then forgets the request. The sink runs between steps of every
-        request, so it must be quick and must not block (hand the output over, do not write it to a network).
-        If it raises, the request ends there: it is aborted, and the sink gets a last output with
-        finish_reason "error".
+        With ``sink``, the request's outputs are not for ``stream``: at the end of each step the engine thread
+        calls ``sink`` once with every output of that step for the requests submitted with it (the last one of
+        a request with a finish_reason), and forgets each request once its last output is handed over. The
+        sink runs between steps of every request, so it must be quick and must not block (hand the outputs
+        over, do not write them to a network). If it raises, the unfinished requests of that call end there:
+        they are aborted, and the sink is called once more with a last output for each, finish_reason "error".
 
         Raises PromptTooLongError when the prompt plus ``max_tokens`` (or one token) exceeds the context,
         InvalidRequestError for an empty or malformed prompt or a request id already in use.
@@ -335,6 +341,7 @@ class Engine:
                     self._abort_now(request_id)
                 if self.scheduler.has_unfinished():
                     self._step()
+                self._flush_sinks()
                 self._publish_stats()
         with self._wakeup:
             leftover = self._inbox
@@ -343,6 +350,7 @@ class Engine:
             self.scheduler.add(seq)
         for seq in [*self.scheduler.running, *self.scheduler.waiting]:
             self._end(seq, "abort")
+        self._flush_sinks()
         self._publish_stats()
 
     def _step(self) -> None:
@@ -400,19 +408,36 @@ class Engine:
             return
         if output.finish_reason is not None:
             self._requests.pop(output.request_id, None)
-        try:
-            request.sink(output)
-        except Exception as exc:
-            logger.exception("The sink of request %s failed", output.request_id)
-            if output.finish_reason is None:
-                self._requests.pop(output.request_id, None)
-                self.scheduler.finish(request.seq, "error")
-                error = f"{type(exc).__name__}: {exc}"
-                final = RequestOutput(output.request_id, "", [], "error", _usage(request.seq), None, error)
+        _sink, outputs = self._sink_outputs.setdefault(id(request.sink), (request.sink, []))
+        outputs.append((request, output))
+
+    def _flush_sinks(self) -> None:
+        """Hand each sink the outputs this step made for its requests, in one call."""
+        while self._sink_outputs:
+            pending, self._sink_outputs = self._sink_outputs, {}
+            for sink, delivered in pending.values():
                 try:
-                    request.sink(final)
-                except Exception:
-                    logger.exception("The sink of request %s failed again on its last output", output.request_id)
+                    sink([output for _request, output in delivered])
+                except Exception as exc:
+                    logger.exception("A sink failed on %d outputs", len(delivered))
+                    self._fail_sink_requests(sink, delivered, exc)
+
+    def _fail_sink_requests(self, sink: Sink, delivered: list[tuple[_Request, RequestOutput]], exc: Exception) -> None:
+        """The sink raised: end its requests of that call that were still going, with a last output "error"."""
+        error = f"{type(exc).__name__}: {exc}"
+        finals = []
+        for request, output in delivered:
+            if output.finish_reason is not None:
+                continue
+            self._requests.pop(output.request_id, None)
+            self.scheduler.finish(request.seq, "error")
+            finals.append(RequestOutput(output.request_id, "", [], "error", _usage(request.seq), None, error))
+        if not finals:
+            return
+        try:
+            sink(finals)
+        except Exception:
+            logger.exception("A sink failed again on the last outputs of %d requests", len(finals))
 
     def _abort_now(self, request_id: str) -> None:
         seq = self.scheduler.get(request_id)

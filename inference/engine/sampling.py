@@ -27,6 +27,91 @@ MAX_TOP_LOGPROBS = 20
 _CANDIDATES = 256  # first top-k width for filtered rows; widened only for rows whose kept set is wider
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric sampling parameter may take: ``low`` to ``high`` (None: unbounded), ``low``
+    itself excluded when ``low_open``. Defined once here (SAMPLING_RANGES); every front door (the REST
+    serializers, /v1 and its schema) derives its own from these, and may only narrow them."""
+
+    integer: bool
+    low: float | None
+    high: float | None
+    low_open: bool = False
+    help: str = ""
+
+    def narrowed(self, *, low: float | None = None, high: float | None = None, help: str | None = None) -> Range:
+        """The same range with a tighter bound or two (never a wider one)."""
+        if low is not None and self.low is not None and low < self.low:
+            raise ValueError(f"{low} is below this range's low of {self.low}.")
+        if high is not None and self.high is not None and high > self.high:
+            raise ValueError(f"{high} is above this range's high of {self.high}.")
+        new_low = self.low if low is None else low
+        return Range(
+            self.integer,
+            new_low,
+            self.high if high is None else high,
+            self.low_open and new_low == self.low,
+            self.help if help is None else help,
+        )
+
+    def contains(self, value: object) -> bool:
+        if not (_is_int(value) if self.integer else _is_number(value)):
+            return False
+        number: float = value  # type: ignore[assignment]  (an int stays one: 2**63 - 1 is not a float)
+        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
+            return False
+        return self.high is None or number <= self.high
+
+    def describe(self) -> str:
+        """The range in words: "between 0 and 2", "in (0, 1]", "at least 1"."""
+        low, high = _show(self.low), _show(self.high)
+        if self.low_open:
+            return f"in ({low}, {high}]" if self.high is not None else f"greater than {low}"
+        if self.low is not None and self.high is not None:
+            return f"between {low} and {high}"
+        if self.low is not None:
+            return f"at least {low}"
+        return f"at most {high}"
+
+    def check(self, name: str, value: object) -> None:
+        """Raise InvalidRequestError unless ``value`` is in the range."""
+        if not self.contains(value):
+            kind = "an integer" if self.integer else "a number"
+            raise InvalidRequestError(f"{name} must be {kind} {self.describe()}, got {value!r}.")
+
+    def json_schema(self) -> dict[str, object]:
+        """The range as OpenAPI 3.0 schema keywords."""
+        schema: dict[str, object] = {"type": "integer" if self.integer else "number"}
+        if self.low is not None:
+            schema["minimum"] = int(self.low) if self.integer else self.low
+            if self.low_open:
+                schema["exclusiveMinimum"] = True
+        if self.high is not None:
+            schema["maximum"] = int(self.high) if self.integer else self.high
+        if self.help:
+            schema["description"] = self.help
+        return schema
+
+
+def _show(bound: float | None) -> str:
+    return "" if bound is None else f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+# Every numeric sampling parameter and the values the engine accepts.
+SAMPLING_RANGES: dict[str, Range] = {
+    "max_tokens": Range(True, 1, None, help="At most this many reply tokens."),
+    "temperature": Range(False, 0.0, 100.0, help="How random the reply is; 0 is greedy."),
+    "top_p": Range(False, 0.0, 1.0, low_open=True, help="Nucleus sampling; 1 is off."),
+    "top_k": Range(True, 0, None, help="Only the k likeliest tokens; 0 is off."),
+    "min_p": Range(False, 0.0, 1.0, help="Only tokens at least this likely relative to the likeliest; 0 is off."),
+    "repetition_penalty": Range(False, 0.0, 10.0, low_open=True, help="Penalty on tokens already seen; 1 is off."),
+    "presence_penalty": Range(False, -2.0, 2.0, help="OpenAI's presence penalty; 0 is off."),
+    "frequency_penalty": Range(False, -2.0, 2.0, help="OpenAI's frequency penalty; 0 is off."),
+    "seed": Range(True, -(2**63), 2**64 - 1, help="The same seed and parameters give the same text."),
+    "top_logprobs": Range(True, 0, MAX_TOP_LOGPROBS, help="Most likely alternatives to report per token."),
+}
+
+
 @dataclass
 class SamplingParams:
     """How to pick each next token and when to stop. Out-of-range values raise InvalidRequestError.
@@ -60,33 +145,15 @@ class SamplingParams:
         self._validate()
 
     def _validate(self) -> None:
-        def fail(message: str) -> None:
-            raise InvalidRequestError(message)
-
-        if self.max_tokens is not None and (not _is_int(self.max_tokens) or self.max_tokens < 1):
-            fail(f"max_tokens must be a positive integer, got {self.max_tokens!r}.")
-        if not _is_number(self.temperature) or not 0.0 <= self.temperature <= 100.0:
-            fail(f"temperature must be between 0 and 100, got {self.temperature!r}.")
-        if not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
-            fail(f"top_p must be in (0, 1], got {self.top_p!r}.")
-        if not _is_int(self.top_k) or self.top_k < 0:
-            fail(f"top_k must be 0 (off) or a positive integer, got {self.top_k!r}.")
-        if not _is_number(self.min_p) or not 0.0 <= self.min_p <= 1.0:
-            fail(f"min_p must be in [0, 1], got {self.min_p!r}.")
-        if not _is_number(self.repetition_penalty) or not 0.0 < self.repetition_penalty <= 10.0:
-            fail(f"repetition_penalty must be in (0, 10], got {self.repetition_penalty!r}.")
-        for name in ("presence_penalty", "frequency_penalty"):
+        for name, allowed in SAMPLING_RANGES.items():
             value = getattr(self, name)
-            if not _is_number(value) or not -2.0 <= value <= 2.0:
-                fail(f"{name} must be between -2 and 2, got {value!r}.")
-        if self.seed is not None and (not _is_int(self.seed) or not -(2**63) <= self.seed < 2**64):
-            fail(f"seed must be an integer that fits in 64 bits, got {self.seed!r}.")
+            if value is None and name in {"max_tokens", "seed"}:
+                continue  # "until the end", "not seeded"
+            allowed.check(name, value)
         if any(not isinstance(s, str) or not s for s in self.stop):
-            fail("stop must be a non-empty string or a list of non-empty strings.")
+            raise InvalidRequestError("stop must be a non-empty string or a list of non-empty strings.")
         if any(not _is_int(t) or t < 0 for t in self.stop_token_ids):
-            fail("stop_token_ids must be non-negative integers.")
-        if not _is_int(self.top_logprobs) or not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
-            fail(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {self.top_logprobs!r}.")
+            raise InvalidRequestError("stop_token_ids must be non-negative integers.")
 
     @property
     def is_greedy(self) -> bool:

@@ -9,8 +9,9 @@ from contextlib import aclosing
 
 import pytest
 
-from conversations.openai_api.streaming import GenerationLost, choice_events
+from conversations.openai_api.streaming import GENERATION_LOST, choice_events
 from inference import streams
+from inference.redis import get_redis
 
 
 @pytest.fixture
@@ -74,9 +75,10 @@ def test_a_reader_that_leaves_early_cancels_the_generations_still_running():
 def test_a_request_no_worker_takes_is_given_up_and_cancelled():
     generation = uuid.uuid4()
 
-    with pytest.raises(GenerationLost, match="No worker took"):
-        read_all([generation])
+    (last,) = [event for _index, event in read_all([generation])]
 
+    assert (last["type"], last["code"]) == ("error", GENERATION_LOST)
+    assert "No worker took" in last["message"]
     assert streams.cancel_requested(generation)
 
 
@@ -86,8 +88,27 @@ def test_a_generation_whose_worker_stopped_heart_beating_is_given_up():
     streams.heartbeat(generation, ttl_s=1)
     streams.StreamWriter(generation).delta("Half a rep")
 
-    with pytest.raises(GenerationLost, match="stopped"):
-        read_all([generation])
+    *deltas, last = [event for _index, event in read_all([generation])]
+
+    assert [delta["text"] for delta in deltas] == ["Half a rep"]
+    assert (last["type"], last["code"]) == ("error", GENERATION_LOST)
+    assert "stopped" in last["message"]
+
+
+def test_the_reader_holds_a_lease_on_each_choice_while_it_reads():
+    generation = uuid.uuid4()
+    streams.heartbeat(generation, ttl_s=30)
+
+    async def read():
+        async with aclosing(choice_events([generation])) as batches:
+            await anext(batches)  # a quiet read
+            leased = bool(get_redis().exists(streams.lease_key(generation)))
+            streams.StreamWriter(generation).done(finish_reason="stop", usage=None)
+            return leased, [batch async for batch in batches]
+
+    leased, _rest = asyncio.run(read())
+
+    assert leased
 
 
 @pytest.mark.usefixtures("short_timeouts")

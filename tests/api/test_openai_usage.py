@@ -10,11 +10,12 @@ import pytest
 
 from accounts.models import ApiKey, UsageRecord
 from accounts.usage import usage_list, usage_record, usage_totals
-from conversations import completions, replies, services
+from conversations import generations
 from conversations.models import Message
 from inference import streams
 from inference.redis import get_redis
 from tests.api.openai_support import HELLO, MODEL, generation_id, sdk
+from tests.conversations.factories import queued_turn
 from tests.factories import UserFactory
 
 
@@ -61,16 +62,14 @@ def test_each_user_reads_only_their_own_usage():
     assert usage_totals(user=UserFactory())["generations"] == 0
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("llm_model")
 def test_a_chat_reply_records_its_usage_once():
     user = UserFactory()
-    reply = services.message_send(
-        user=user, conversation_id=None, parent_id=None, content="Hello", params={"temperature": 0, "max_tokens": 6}
-    ).assistant_message
+    reply = queued_turn(user, content="Hello", params={"temperature": 0, "max_tokens": 6})
 
-    replies.generate(reply.pk)
-    replies.generate(reply.pk)  # a redelivery
+    generations.reply_generate(reply.pk)
+    generations.reply_generate(reply.pk)  # a redelivery
 
     reply.refresh_from_db()
     usage = UsageRecord.objects.get()
@@ -79,19 +78,16 @@ def test_a_chat_reply_records_its_usage_once():
     assert usage.api_key is None
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("llm_model")
 def test_a_reply_cancelled_before_it_ran_is_recorded_with_no_tokens_and_a_failed_one_not_at_all(settings):
     user = UserFactory()
-    cancelled, failed = (
-        services.message_send(user=user, conversation_id=None, parent_id=None, content="Hi").assistant_message
-        for _ in range(2)
-    )
+    cancelled, failed = (queued_turn(user, content="Hi") for _ in range(2))
     streams.request_cancel(cancelled.pk)
     Message.objects.filter(pk=failed.pk).update(model="no-such-model")
 
-    replies.generate(cancelled.pk)
-    replies.generate(failed.pk)
+    generations.reply_generate(cancelled.pk)
+    generations.reply_generate(failed.pk)
 
     assert Message.objects.get(pk=failed.pk).status == Message.Status.FAILED
     usage = UsageRecord.objects.get()
@@ -109,15 +105,16 @@ def completion_payload(user, api_key=None, **params):
     }
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("llm_model")
 def test_a_redelivered_completion_runs_once_and_is_charged_once():
     user = UserFactory()
     generation = uuid.uuid4()
+    streams.lease_renew([generation])  # its reader waits for it
 
-    completions.generate(generation, completion_payload(user))
+    generations.completion_generate(generation, completion_payload(user))
     first = events(generation)
-    completions.generate(generation, completion_payload(user))
+    generations.completion_generate(generation, completion_payload(user))
 
     assert events(generation) == first
     assert [event["type"] for event in first].count("done") == 1
@@ -125,7 +122,7 @@ def test_a_redelivered_completion_runs_once_and_is_charged_once():
     assert UsageRecord.objects.get().generation_id == generation
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("llm_model")
 def test_a_redelivered_completion_whose_worker_died_ends_its_stream_with_an_error():
     user = UserFactory()
@@ -133,10 +130,23 @@ def test_a_redelivered_completion_whose_worker_died_ends_its_stream_with_an_erro
     get_redis().set(f"djinn:gen:{generation}:claim", "1", ex=60)  # claimed by a worker that then died
     streams.StreamWriter(generation).delta("Half a rep")
 
-    completions.generate(generation, completion_payload(user))
+    generations.completion_generate(generation, completion_payload(user))
 
     last = events(generation)[-1]
-    assert (last["type"], last["message"]) == ("error", completions.ORPHANED)
+    assert (last["type"], last["message"]) == ("error", generations.COMPLETION_ORPHANED)
+    assert not UsageRecord.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("llm_model")
+def test_a_completion_whose_reader_is_gone_before_it_starts_runs_nothing_and_charges_nothing():
+    user = UserFactory()
+    generation = uuid.uuid4()  # no lease: its client left (or its web process died) while it was queued
+
+    generations.completion_generate(generation, completion_payload(user))
+
+    (event,) = events(generation)
+    assert (event["type"], event["code"]) == ("error", "reader_gone")
     assert not UsageRecord.objects.exists()
 
 

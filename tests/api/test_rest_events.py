@@ -20,11 +20,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:StreamingHttpResponse must consu
 
 
 def sse_events(response: Any) -> list[dict[str, Any]]:
-    """The events of an SSE body, each as {"id", "event", "data" (parsed)}; comment lines are skipped."""
+    """The events of an SSE body, each as {"id", "event", "data" (parsed)}; comment lines and the ``retry``
+    field (no data: not an event) are skipped."""
     events = []
     for block in b"".join(response).decode().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if line and not line.startswith(":"))
-        if fields:
+        if "data" in fields:
             events.append({"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])})
     return events
 
@@ -82,6 +83,8 @@ def test_an_error_event_ends_the_stream(api_client, running_reply):
     assert events[-1]["data"]["message"] == "The model failed."
 
 
+# Transactional: the stream reads the finished reply on a connection of its own, which must see it.
+@pytest.mark.django_db(transaction=True)
 def test_a_finished_reply_whose_stream_expired_ends_at_once_with_a_done_event(api_client, api_user):
     _question, reply = add_exchange(ConversationFactory(owner=api_user))
     Message.objects.filter(pk=reply.pk).update(finish_reason="stop", prompt_tokens=4, completion_tokens=6)
@@ -93,6 +96,8 @@ def test_a_finished_reply_whose_stream_expired_ends_at_once_with_a_done_event(ap
     assert event["data"]["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "cached_tokens": 0}
 
 
+# Transactional: the stream reads the finished reply on a connection of its own, which must see it.
+@pytest.mark.django_db(transaction=True)
 def test_a_failed_reply_whose_stream_expired_ends_with_its_error(api_client, api_user):
     _question, reply = add_exchange(ConversationFactory(owner=api_user), status=Message.Status.FAILED)
     Message.objects.filter(pk=reply.pk).update(error="The worker went away.")
@@ -165,7 +170,7 @@ class SseConnection:
         fields: dict[str, str] = {}
         while True:
             line = self.response.readline().decode().rstrip("\n")
-            if not line and fields:
+            if not line and "data" in fields:
                 return {"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])}
             if line and not line.startswith(":"):
                 name, _, value = line.partition(": ")

@@ -3,6 +3,8 @@ migration creates; transactional tests flush it, so they get it back through LLM
 
 from __future__ import annotations
 
+from typing import Any
+
 import factory
 
 from conversations.models import Conversation, Message
@@ -65,3 +67,13 @@ def add_exchange(
     conversation.current_leaf = reply
     conversation.save(update_fields=["current_leaf"])
     return user_message, reply
+
+
+def queued_turn(owner: Any, *, content: str = "Hello there", params: dict[str, Any] | None = None) -> Message:
+    """A new conversation whose first message awaits its reply: the reply, queued, as message_send leaves it
+    but with no task sent to the broker (a test that runs the reply itself plays the worker)."""
+    conversation = ConversationFactory(owner=owner, title=content[:60], title_is_provisional=True)
+    _question, reply = add_exchange(conversation, question=content, status=Message.Status.QUEUED)
+    reply.params = params or {}
+    reply.save(update_fields=["params"])
+    return reply

@@ -23,7 +23,7 @@ from django.db import connections
 from django.test import Client
 
 from config.asgi import application
-from conversations import services
+from conversations import consumers, services
 from conversations.models import Conversation, Message
 from inference import streams
 from inference.redis import get_redis
@@ -48,12 +48,11 @@ def queued(monkeypatch) -> list[str]:
     """Ids of the replies the services asked a worker for."""
     ids: list[str] = []
 
-    class RecordingTask:
-        @staticmethod
-        def delay(message_id: str) -> None:
-            ids.append(message_id)
+    def record(message_id) -> bool:
+        ids.append(str(message_id))
+        return True
 
-    monkeypatch.setattr(services, "generate_reply", RecordingTask)
+    monkeypatch.setattr(services, "reply_enqueue", record)
     return ids
 
 
@@ -512,5 +511,26 @@ def test_a_slow_watcher_does_not_hold_up_other_commands(user):
             frames = await asyncio.wait_for(receive_until(socket, "conversation.list"), timeout=2)
 
         assert frames[-1]["conversations"][0]["id"] == turn["conversation"]["id"]
+
+    run(scenario)
+
+
+def test_a_flood_of_frames_is_refused_past_a_burst_and_a_client_that_keeps_at_it_is_disconnected(user):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            for _ in range(consumers.FLOOD_BURST + 5):
+                await socket.send_json_to({"type": "conversation.search", "query": ""})
+            frames = [await receive(socket) for _ in range(consumers.FLOOD_BURST + 1)]
+
+            for _ in range(consumers.FLOOD_CLOSE_AFTER + 10):
+                await socket.send_json_to({"type": "conversation.search", "query": ""})
+            output = await socket.receive_output(timeout=TIMEOUT)
+            while output["type"] != "websocket.close":
+                output = await socket.receive_output(timeout=TIMEOUT)
+
+        refused = [frame for frame in frames if frame["type"] == "error"]
+        assert [frame["type"] for frame in frames].count("conversation.list") == consumers.FLOOD_BURST
+        assert refused[0]["code"] == "rate_limited"
+        assert output["code"] == consumers.CLOSE_FLOOD
 
     run(scenario)

@@ -103,7 +103,8 @@ def test_finished_generations_are_counted_with_their_tokens_and_timings():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_background_warm_up_reads_the_tokenizer_before_the_first_message(llm_model):
+def test_the_background_warm_up_reads_the_tokenizer_before_the_first_message(llm_model, monkeypatch):
+    monkeypatch.setattr(runtime, "_engines", {})  # a web process: no engine loaded
     runtime._checkpoint_infos.clear()
 
     runtime.warm_up_in_background().join(timeout=60)

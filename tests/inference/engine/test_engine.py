@@ -216,42 +216,54 @@ def test_leaving_a_stream_early_aborts_the_request(engine: Engine) -> None:
 
 
 class Sink:
-    """Collects what the engine thread hands over, and lets the test wait for the last output."""
+    """Collects what the engine thread hands over, one call per step, and lets the test wait for the requests'
+    last outputs. ``fail_at``: raise on that call (1-based)."""
 
-    def __init__(self, fail_at: int | None = None) -> None:
-        self.outputs: list[RequestOutput] = []
+    def __init__(self, expected: int = 1, fail_at: int | None = None) -> None:
+        self.calls: list[list[RequestOutput]] = []
         self.threads: set[str] = set()
+        self.expected = expected
         self.finished = threading.Event()
         self.fail_at = fail_at
 
-    def __call__(self, output: RequestOutput) -> None:
+    def __call__(self, outputs: list[RequestOutput]) -> None:
         self.threads.add(threading.current_thread().name)
-        self.outputs.append(output)
-        if output.finish_reason is not None:
+        self.calls.append(outputs)
+        if sum(o.finish_reason is not None for o in self.outputs) >= self.expected:
             self.finished.set()
-        if len(self.outputs) == self.fail_at:
+        if len(self.calls) == self.fail_at:
             raise RuntimeError("the consumer broke")
 
+    @property
+    def outputs(self) -> list[RequestOutput]:
+        return [output for call in self.calls for output in call]
+
+    def of(self, request_id: str) -> list[RequestOutput]:
+        return [output for output in self.outputs if output.request_id == request_id]
+
     def wait(self) -> list[RequestOutput]:
-        assert self.finished.wait(30), "the request never ended"
+        assert self.finished.wait(30), "the requests never ended"
         return self.outputs
 
 
-def test_a_sink_gets_the_same_outputs_as_a_stream_from_the_engine_thread(engine: Engine) -> None:
+def test_a_sink_gets_the_same_outputs_as_a_stream_from_the_engine_thread_once_per_step(engine: Engine) -> None:
     prompt = [5, 6, 7, 8] * 5
     params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True, stop=["zz"])
     streamed = collect(engine, engine.submit(prompt, params))
-    sinks = [Sink() for _ in range(4)]
-    for sink in sinks:  # several at once, batched together
-        engine.submit(prompt, params, sink=sink)
+    sink = Sink(expected=4)
+    with engine._wakeup:  # all four join the same first step
+        request_ids = [engine.submit(prompt, params, sink=sink) for _ in range(4)]
 
-    for sink in sinks:
-        outputs = sink.wait()
-        assert [(o.text, o.token_ids, o.finish_reason) for o in outputs] == [
+    sink.wait()
+
+    for request_id in request_ids:
+        assert [(o.text, o.token_ids, o.finish_reason) for o in sink.of(request_id)] == [
             (o.text, o.token_ids, o.finish_reason) for o in streamed
         ]
-        assert sink.threads == {"djinn-engine"}
-        assert [o.finish_reason for o in outputs].count(None) == len(outputs) - 1
+    assert sink.threads == {"djinn-engine"}
+    # One call per step, each with one output of every request: the step is the unit of output.
+    assert len(sink.calls) == len(streamed)
+    assert all(sorted(o.request_id for o in call) == sorted(request_ids) for call in sink.calls)
     assert idle_stats(engine)["kv_blocks_used"] == 0
 
 
@@ -271,7 +283,7 @@ def test_aborting_a_sinks_request_ends_it_with_abort(engine: Engine) -> None:
     params = SamplingParams(temperature=0.0, max_tokens=300, ignore_eos=True)
     request_id = engine.submit([3, 4, 5] * 40, params, sink=sink)
     deadline = time.monotonic() + 10
-    while not sink.outputs and time.monotonic() < deadline:
+    while not sink.calls and time.monotonic() < deadline:
         time.sleep(0.005)
 
     engine.abort(request_id)
@@ -282,11 +294,12 @@ def test_aborting_a_sinks_request_ends_it_with_abort(engine: Engine) -> None:
     assert idle_stats(engine)["kv_blocks_used"] == 0
 
 
-def test_a_sink_that_raises_ends_its_request_with_an_error_and_nothing_else(engine: Engine) -> None:
+def test_a_sink_that_raises_ends_its_requests_with_an_error_and_nothing_else(engine: Engine) -> None:
     broken, healthy = Sink(fail_at=2), Sink()
     params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
-    engine.submit([7, 8, 9], params, sink=broken)
-    engine.submit([7, 8, 9], params, sink=healthy)
+    with engine._wakeup:
+        engine.submit([7, 8, 9], params, sink=broken)
+        engine.submit([7, 8, 9], params, sink=healthy)
 
     outputs = broken.wait()
 

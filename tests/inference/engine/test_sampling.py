@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from inference.engine.errors import InvalidRequestError
-from inference.engine.sampling import SamplingParams, sample
+from inference.engine.sampling import SAMPLING_RANGES, SamplingParams, sample
 from inference.engine.sequence import Sequence
 
 VOCAB = 5000
@@ -212,3 +212,33 @@ def test_logprobs_report_the_chosen_token_and_the_best_alternatives() -> None:
     assert logprobs[0].logprob == pytest.approx(float(expected.max()), abs=1e-5)
     assert [t for t, _ in logprobs[0].top] == expected.topk(3).indices.tolist()
     assert logprobs[1] is None
+
+
+def test_each_parameter_range_is_checked_at_its_bounds_exactly():
+    seed, top_p = SAMPLING_RANGES["seed"], SAMPLING_RANGES["top_p"]
+
+    assert seed.contains(2**64 - 1) and seed.contains(-(2**63))  # exact, never rounded through a float
+    assert not seed.contains(2**64) and not seed.contains(1.5) and not seed.contains(True)
+    assert top_p.contains(1.0) and top_p.contains(5e-324)
+    assert not top_p.contains(0.0) and not top_p.contains(float("nan"))
+    assert top_p.describe() == "in (0, 1]"
+    assert SAMPLING_RANGES["temperature"].describe() == "between 0 and 100"
+    assert SAMPLING_RANGES["max_tokens"].describe() == "at least 1"
+
+
+def test_a_front_door_may_narrow_a_range_but_never_widen_it():
+    temperature = SAMPLING_RANGES["temperature"]
+
+    narrowed = temperature.narrowed(high=2.0)
+
+    assert narrowed.contains(2.0) and not narrowed.contains(2.5)
+    assert narrowed.json_schema() == {"type": "number", "minimum": 0.0, "maximum": 2.0, "description": temperature.help}
+    with pytest.raises(ValueError):
+        temperature.narrowed(high=1000.0)
+    with pytest.raises(ValueError):
+        SAMPLING_RANGES["top_k"].narrowed(low=-1)
+
+
+def test_sampling_params_refuse_a_value_outside_its_range_naming_it():
+    with pytest.raises(InvalidRequestError, match=r"top_p must be a number in \(0, 1\], got 0"):
+        SamplingParams(top_p=0)
