@@ -17,12 +17,14 @@ from functools import partial
 from typing import Any
 from urllib.parse import urljoin
 
+import redis
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
+from django_redis.exceptions import ConnectionInterrupted
 
 from accounts import api_keys, tokens
 from accounts.models import ApiKey, User, normalize_email
@@ -180,7 +182,12 @@ def api_key_mark_used(*, api_key: ApiKey) -> None:
     now = timezone.now()
     if api_key.last_used_at is not None and (now - api_key.last_used_at).total_seconds() < interval:
         return
-    if not cache.add(f"api-key-used:{api_key.pk}", 1, timeout=interval):
+    try:
+        if not cache.add(f"api-key-used:{api_key.pk}", 1, timeout=interval):
+            return
+    except (ConnectionInterrupted, redis.RedisError):
+        # Redis is away: the key still works; its "last used" waits for the next request after Redis is back.
+        logger.warning("api key %s: last use not recorded (cache unreachable)", api_key.pk)
         return
     ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     api_key.last_used_at = now

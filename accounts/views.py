@@ -6,6 +6,7 @@ Password reset uses Django's views with our templates and forms; everything else
 from __future__ import annotations
 
 import math
+import sys
 
 from django.conf import settings
 from django.contrib import messages
@@ -33,6 +34,7 @@ from accounts import forms, ratelimit, selectors, services, tokens
 from accounts.api_keys import ApiKeyCreateForm
 from accounts.models import ApiKey
 from accounts.selectors import user_can_chat
+from config.errors import is_unavailable, unavailable_response
 
 # Home --------------------------------------------------------------------------------------------
 
@@ -294,6 +296,10 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    # Called while the exception is being handled: PostgreSQL or Redis out of reach anywhere in the chain (a
+    # session saved after the view, say) is a 503 to retry, not a 500.
+    if is_unavailable(sys.exc_info()[1]):
+        return unavailable_response(request)
     # No request context: the user, the session or the database may be what failed.
     return HttpResponseServerError(loader.render_to_string("errors/500.html"))
 

@@ -25,17 +25,17 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings
-from safetensors.torch import load_file, save_file
 
 from config.env import database_url
 from inference.models import LLMModel
 from tests.conversations.factories import LLMModelFactory
-from tests.inference.engine.conftest import SPECIAL_TOKENS, write_tiny_checkpoint
+from tests.inference.engine.conftest import write_chat_model
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 WORKER_START_TIMEOUT_S = 60
@@ -44,12 +44,7 @@ SERVER_START_TIMEOUT_S = 60
 
 @pytest.fixture(scope="session")
 def chat_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("chat-model"), "llama", tie_word_embeddings=False)
-    weights_file = folder / "model.safetensors"
-    weights = load_file(weights_file)
-    weights["lm_head.weight"][: len(SPECIAL_TOKENS)] = 0
-    save_file(weights, weights_file, metadata={"format": "pt"})
-    return folder
+    return write_chat_model(tmp_path_factory.mktemp("chat-model"))
 
 
 @pytest.fixture
@@ -120,23 +115,22 @@ def celery_worker(
         _stop(worker)
 
 
-@pytest.fixture(scope="session")
-def live_server_url(
-    django_db_setup: None, chat_model_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """uvicorn serving config.asgi:application in its own process, ready once /healthz answers."""
+@contextmanager
+def web_server(chat_model_path: Path, log_dir: Path, **env: str) -> Iterator[str]:
+    """uvicorn serving config.asgi:application in its own process, ready once /healthz answers; its URL.
+    ``env`` adds to or overrides the environment of ``_live_env`` (a DATABASE_URL through a proxy, say)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    log_file = tmp_path_factory.mktemp("web") / "uvicorn.log"
+    log_file = log_dir / "uvicorn.log"
     command = [
         *(sys.executable, "-m", "uvicorn", "config.asgi:application"),
         *("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", "--log-level", "warning"),
     ]
     with open(log_file, "w") as log:
         server = subprocess.Popen(
-            command, cwd=BASE_DIR, env=_live_env(chat_model_path), stdout=log, stderr=subprocess.STDOUT
+            command, cwd=BASE_DIR, env={**_live_env(chat_model_path), **env}, stdout=log, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -147,6 +141,15 @@ def live_server_url(
         yield url
     finally:
         _stop(server)
+
+
+@pytest.fixture(scope="session")
+def live_server_url(
+    django_db_setup: None, chat_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """uvicorn serving config.asgi:application in its own process, ready once /healthz answers."""
+    with web_server(chat_model_path, tmp_path_factory.mktemp("web")) as url:
+        yield url
 
 
 def _answers(url: str) -> bool:

@@ -94,6 +94,19 @@ def write_tiny_checkpoint(folder: Path, arch: str = "llama", seed: int = 0, **ov
     return folder
 
 
+def write_chat_model(folder: Path) -> Path:
+    """A tiny random Llama whose output rows for the special tokens are zero, so a greedy reply never ends
+    early: with temperature 0 a reply runs to its max_tokens (the live tests' and the fault suite's model)."""
+    from safetensors.torch import load_file, save_file
+
+    write_tiny_checkpoint(folder, "llama", tie_word_embeddings=False)
+    weights_file = folder / "model.safetensors"
+    weights = load_file(weights_file)
+    weights["lm_head.weight"][: len(SPECIAL_TOKENS)] = 0
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    return folder
+
+
 @pytest.fixture(scope="session")
 def make_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``make_tiny_checkpoint(arch="llama", **config_overrides) -> Path``, each variant written once."""

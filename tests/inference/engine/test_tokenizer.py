@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import gguf
@@ -15,6 +16,7 @@ import pytest
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from inference.engine.chat_template import CHATML_TEMPLATE
 from inference.engine.errors import InvalidRequestError, ModelLoadError
 from inference.engine.paths import default_model_path
 from inference.engine.tokenizer import IncrementalDetokenizer, StopStringMatcher, Tokenizer, load_tokenizer
@@ -337,6 +339,32 @@ def test_template_cannot_reach_python_internals(tmp_path):
 
     with pytest.raises(InvalidRequestError):
         tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        # Loops inside loops that would run for hours: stopped at the deadline.
+        ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "did not finish"),
+        # One operation that would build a gigabyte, or a number with millions of digits: refused outright.
+        ("{{ 'a' * 1000000000 }}", "repeats a value too many times"),
+        ("{{ [messages] * 1000000000 }}", "repeats a value too many times"),
+        ("{{ 2 ** 100000000 }}", "too high a power"),
+        # A macro that calls itself for ever.
+        ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "recursion"),
+    ],
+)
+def test_a_template_that_would_not_finish_is_stopped_with_a_clear_error(tmp_path, template, why):
+    tokenizer = template_tokenizer(tmp_path, template)
+    tokenizer.chat_template.timeout_s = 0.2
+
+    with pytest.raises(InvalidRequestError, match=why):
+        tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
+
+    # ... and the next conversation renders as usual, with no trace function left behind.
+    assert sys.gettrace() is None
+    (tmp_path / "ok").mkdir()
+    assert template_tokenizer(tmp_path / "ok", CHATML_TEMPLATE).apply_chat_template([{"role": "user", "content": "Hi"}])
 
 
 def test_template_generation_tag_renders_its_body(tmp_path):
