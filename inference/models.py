@@ -5,17 +5,11 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-# Keys of default_params a model entry may set; the rest of the sampling parameters stay per request.
-PARAM_KEYS = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "max_tokens",
-    "repetition_penalty",
-    "presence_penalty",
-    "frequency_penalty",
-)
+from inference.engine import SAMPLING_RANGES
+
+# Keys of default_params a model entry may set: the engine's numeric sampling parameters, but for those that only
+# make sense per request.
+PARAM_KEYS = tuple(name for name in SAMPLING_RANGES if name not in {"seed", "top_logprobs"})
 
 
 class LLMModel(models.Model):

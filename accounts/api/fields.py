@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 _DIGITS = re.compile(r"-?[0-9]+")
@@ -63,31 +62,6 @@ class JsonUUID(serializers.UUIDField):
         if not isinstance(data, str):
             self.fail("invalid", value=data)
         return super().to_internal_value(data)
-
-
-class _PositiveNumber(JsonNumber):
-    """A number in (0, ``maximum``]: the schema says so with exclusiveMinimum, which DRF cannot express."""
-
-    maximum: float
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_value=self.maximum, **kwargs)
-
-    def to_internal_value(self, data: Any) -> float:
-        value = super().to_internal_value(data)
-        if value <= 0:
-            raise serializers.ValidationError("Ensure this value is greater than 0.")
-        return value
-
-
-@extend_schema_field({"type": "number", "format": "double", "minimum": 0, "exclusiveMinimum": True, "maximum": 1})
-class UnitInterval(_PositiveNumber):
-    maximum = 1.0
-
-
-@extend_schema_field({"type": "number", "format": "double", "minimum": 0, "exclusiveMinimum": True, "maximum": 10})
-class PenaltyFactor(_PositiveNumber):
-    maximum = 10.0
 
 
 class _QueryValue(serializers.Field):

@@ -12,16 +12,13 @@ from rest_framework import serializers
 
 from accounts.api.fields import (
     JsonBoolean,
-    JsonInteger,
-    JsonNumber,
     JsonUUID,
-    PenaltyFactor,
     QueryBoolean,
     QueryInteger,
     Text,
-    UnitInterval,
 )
 from conversations import services
+from conversations.api.sampling import sampling_field
 from conversations.models import Message
 
 MAX_SEED = 2**63 - 1
@@ -57,19 +54,18 @@ class ApiErrorOutputSerializer(serializers.Serializer):
 
 
 class SamplingParamsInputSerializer(serializers.Serializer):
-    """Per-request sampling parameters; each one left out takes the model's default."""
+    """Per-request sampling parameters; each one left out takes the model's default. Their ranges are the
+    engine's (some narrowed here)."""
 
-    temperature = JsonNumber(required=False, min_value=0.0, max_value=100.0, help_text="0 is greedy.")
-    top_p = UnitInterval(required=False)
-    top_k = JsonInteger(required=False, min_value=0, max_value=1_000_000, help_text="0 is off.")
-    min_p = JsonNumber(required=False, min_value=0.0, max_value=1.0)
-    max_tokens = JsonInteger(
-        required=False, min_value=1, max_value=1_000_000, help_text="At most this many reply tokens."
-    )
-    repetition_penalty = PenaltyFactor(required=False)
-    presence_penalty = JsonNumber(required=False, min_value=-2.0, max_value=2.0)
-    frequency_penalty = JsonNumber(required=False, min_value=-2.0, max_value=2.0)
-    seed = JsonInteger(required=False, min_value=0, max_value=MAX_SEED)
+    temperature = sampling_field("temperature", required=False)
+    top_p = sampling_field("top_p", required=False)
+    top_k = sampling_field("top_k", high=1_000_000, required=False)
+    min_p = sampling_field("min_p", required=False)
+    max_tokens = sampling_field("max_tokens", high=1_000_000, required=False)
+    repetition_penalty = sampling_field("repetition_penalty", required=False)
+    presence_penalty = sampling_field("presence_penalty", required=False)
+    frequency_penalty = sampling_field("frequency_penalty", required=False)
+    seed = sampling_field("seed", low=0, high=MAX_SEED, required=False)
     stop = serializers.ListField(
         child=Text(min_length=1, max_length=100),
         required=False,

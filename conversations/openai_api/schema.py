@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conversations.openai_api.validation import MAX_CHOICES, MAX_STOP_SEQUENCES
-from inference.engine.sampling import MAX_TOP_LOGPROBS
+from conversations.openai_api.validation import MAX_CHOICES, MAX_STOP_SEQUENCES, RANGES
 
 TAG = "OpenAI-compatible (/v1)"
 SECURITY = [{"ApiKeyAuth": []}]
@@ -29,8 +28,9 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
 
 
-def _number(low: float, high: float, description: str) -> dict[str, Any]:
-    return _nullable({"type": "number", "minimum": low, "maximum": high, "description": description})
+def _sampling(name: str) -> dict[str, Any]:
+    """A sampling parameter's schema: its /v1 range (validation.RANGES, from the engine's)."""
+    return _nullable(RANGES[name].json_schema())
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -156,10 +156,10 @@ COMPONENTS: dict[str, Any] = {
             "messages": {"type": "array", "minItems": 1, "items": MESSAGE},
             "stream": _nullable({"type": "boolean"}),
             "stream_options": _nullable({"type": "object", "properties": {"include_usage": {"type": "boolean"}}}),
-            "max_tokens": _nullable({"type": "integer", "minimum": 1}),
-            "max_completion_tokens": _nullable({"type": "integer", "minimum": 1}),
-            "temperature": _number(0, 2, "0 is greedy."),
-            "top_p": _number(0, 1, "Nucleus sampling."),
+            "max_tokens": _sampling("max_tokens"),
+            "max_completion_tokens": _sampling("max_tokens"),
+            "temperature": _sampling("temperature"),
+            "top_p": _sampling("top_p"),
             "stop": _nullable(
                 {
                     "oneOf": [
@@ -168,16 +168,16 @@ COMPONENTS: dict[str, Any] = {
                     ]
                 }
             ),
-            "seed": _nullable({"type": "integer", "description": "Same seed, same parameters: same text."}),
-            "presence_penalty": _number(-2, 2, "OpenAI's presence penalty."),
-            "frequency_penalty": _number(-2, 2, "OpenAI's frequency penalty."),
+            "seed": _sampling("seed"),
+            "presence_penalty": _sampling("presence_penalty"),
+            "frequency_penalty": _sampling("frequency_penalty"),
             "n": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_CHOICES}),
             "logprobs": _nullable({"type": "boolean"}),
-            "top_logprobs": _nullable({"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS}),
+            "top_logprobs": _sampling("top_logprobs"),
             "user": _nullable({"type": "string", "description": "Accepted and ignored."}),
-            "top_k": _nullable({"type": "integer", "minimum": -1, "description": "vLLM extra; 0 or -1: off."}),
-            "min_p": _number(0, 1, "vLLM extra."),
-            "repetition_penalty": _number(0, 10, "vLLM extra; 1 is off."),
+            "top_k": _sampling("top_k"),
+            "min_p": _sampling("min_p"),
+            "repetition_penalty": _sampling("repetition_penalty"),
         },
     },
     "V1ChatCompletion": {

@@ -13,9 +13,24 @@ from typing import Any
 
 from conversations.completions import CompletionRequest
 from conversations.openai_api.errors import OpenAIError, invalid_type, invalid_value, missing, unsupported
-from inference.engine.sampling import MAX_TOP_LOGPROBS
+from inference.engine import SAMPLING_RANGES, Range
 
 MAX_CHOICES = 8
+# The sampling parameters /v1 takes, with the engine's ranges (their one definition) narrowed to OpenAI's.
+# Two values the engine has no word for are translated before it sees them: top_p 0 (OpenAI: only the
+# likeliest token) is greedy, and top_k -1 (vLLM: off) is 0.
+RANGES: dict[str, Range] = {
+    "max_tokens": SAMPLING_RANGES["max_tokens"],
+    "temperature": SAMPLING_RANGES["temperature"].narrowed(high=2.0, help="0 is greedy."),
+    "top_p": Range(False, 0.0, 1.0, help="Nucleus sampling; 0 keeps only the likeliest token (greedy)."),
+    "seed": SAMPLING_RANGES["seed"],
+    "presence_penalty": SAMPLING_RANGES["presence_penalty"],
+    "frequency_penalty": SAMPLING_RANGES["frequency_penalty"],
+    "top_logprobs": SAMPLING_RANGES["top_logprobs"],
+    "top_k": Range(True, -1, None, help="vLLM extra: only the k likeliest tokens; 0 or -1 is off."),
+    "min_p": SAMPLING_RANGES["min_p"].narrowed(help="vLLM extra; 0 is off."),
+    "repetition_penalty": SAMPLING_RANGES["repetition_penalty"].narrowed(help="vLLM extra; 1 is off."),
+}
 MAX_STOP_SEQUENCES = 16
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
@@ -91,24 +106,24 @@ def parse_chat_request(body: object) -> ChatRequest:
     stream = _bool(body, "stream")
     include_usage = _stream_options(body.get("stream_options"), stream)
     logprobs = _bool(body, "logprobs")
-    top_logprobs = _int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    top_logprobs = _param(body, "top_logprobs")
     if top_logprobs is not None and not logprobs:
         raise invalid_value("top_logprobs", "'top_logprobs' requires 'logprobs' to be true.")
 
     params: dict[str, Any] = {
-        "max_tokens": _int(body, "max_completion_tokens", 1) or _int(body, "max_tokens", 1),
-        "temperature": _number(body, "temperature", 0.0, 2.0),
-        "top_p": _number(body, "top_p", 0.0, 1.0),
+        "max_tokens": _param(body, "max_completion_tokens", "max_tokens") or _param(body, "max_tokens"),
+        "temperature": _param(body, "temperature"),
+        "top_p": _param(body, "top_p"),
         "stop": _stop(body.get("stop")),
-        "seed": _int(body, "seed", -(2**63), 2**64 - 1),
-        "presence_penalty": _number(body, "presence_penalty", -2.0, 2.0),
-        "frequency_penalty": _number(body, "frequency_penalty", -2.0, 2.0),
-        "top_k": _int(body, "top_k", -1),
-        "min_p": _number(body, "min_p", 0.0, 1.0),
-        "repetition_penalty": _number(body, "repetition_penalty", 0.0, 10.0),
+        "seed": _param(body, "seed"),
+        "presence_penalty": _param(body, "presence_penalty"),
+        "frequency_penalty": _param(body, "frequency_penalty"),
+        "top_k": _param(body, "top_k"),
+        "min_p": _param(body, "min_p"),
+        "repetition_penalty": _param(body, "repetition_penalty"),
     }
-    if params["repetition_penalty"] == 0.0:
-        raise invalid_value("repetition_penalty", "'repetition_penalty' must be greater than 0.")
+    if params["top_k"] == -1:
+        params["top_k"] = 0
     if params["top_p"] == 0.0:
         # OpenAI accepts top_p 0 (only the likeliest token); the engine wants (0, 1]: the same thing is greedy.
         params["top_p"] = None
@@ -116,7 +131,7 @@ def parse_chat_request(body: object) -> ChatRequest:
     if logprobs:
         params["logprobs"] = True
         params["top_logprobs"] = top_logprobs or 0
-    n = _int(body, "n", 1, MAX_CHOICES)
+    n = _int(body, "n", Range(True, 1, MAX_CHOICES))
     completion = CompletionRequest(
         model=model,
         messages=messages,
@@ -213,7 +228,13 @@ def _bool(body: dict[str, Any], key: str) -> bool:
     return bool(value)
 
 
-def _int(body: dict[str, Any], key: str, low: int, high: int | None = None) -> int | None:
+def _param(body: dict[str, Any], key: str, range_of: str | None = None) -> Any:
+    """Sampling parameter ``key`` of the body (None when absent), checked against RANGES[range_of or key]."""
+    allowed = RANGES[range_of or key]
+    return _int(body, key, allowed) if allowed.integer else _number(body, key, allowed)
+
+
+def _int(body: dict[str, Any], key: str, allowed: Range) -> int | None:
     value = body.get(key)
     if value is None:
         return None
@@ -221,18 +242,17 @@ def _int(body: dict[str, Any], key: str, low: int, high: int | None = None) -> i
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool):
         raise invalid_type(key, "an integer", value)
-    if value < low or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise invalid_value(key, f"Invalid '{key}': {value}. It must be {bounds}.")
+    if not allowed.contains(value):
+        raise invalid_value(key, f"Invalid '{key}': {value}. It must be {allowed.describe()}.")
     return value
 
 
-def _number(body: dict[str, Any], key: str, low: float, high: float) -> float | None:
+def _number(body: dict[str, Any], key: str, allowed: Range) -> float | None:
     value = body.get(key)
     if value is None:
         return None
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise invalid_type(key, "a decimal", value)
-    if not low <= value <= high:
-        raise invalid_value(key, f"Invalid '{key}': {value}. It must be between {low:g} and {high:g}.")
+    if not allowed.contains(value):
+        raise invalid_value(key, f"Invalid '{key}': {value}. It must be {allowed.describe()}.")
     return float(value)
