@@ -44,11 +44,18 @@ const sidebarToggle = /** @type {HTMLButtonElement} */ ($("[data-sidebar-toggle]
 const scroller = /** @type {HTMLElement} */ ($("[data-thread-scroller]"));
 
 const narrowScreen = window.matchMedia("(max-width: 860px)");
+// The server says something about a followed reply at least every 10 s (generation.waiting when quiet). A
+// reply silent for longer is watched again; silent after that too, the socket is reconnected.
+const STALL_MS = 25_000;
+const REWATCH_AFTER_INTERRUPTION_MS = 3_000;
 
 const state = {
   /** @type {Conversation | null} */
   conversation: data.conversation,
-  /** The reply this tab follows. @type {{id: string, lastSeq: number, stopping: boolean} | null} */
+  /**
+   * The reply this tab follows; heardAt: when the server last said anything about it (Date.now()).
+   * @type {{id: string, lastSeq: number, stopping: boolean, heardAt: number, stalls: number} | null}
+   */
   generation: null,
   /**
    * A command sent and not answered yet; stopRequested: Esc came before the reply had an id.
@@ -101,6 +108,10 @@ function handleFrame(frame) {
       return onFinished(frame.id, frame.message, null);
     case "generation.error":
       return onFinished(frame.id, null, frame.message);
+    case "generation.waiting":
+      return heard(frame.id);
+    case "generation.interrupted":
+      return onInterrupted(frame.id);
     case "conversation.updated":
       return onConversationUpdated(frame.conversation);
     case "conversation.deleted":
@@ -126,7 +137,7 @@ function onTurnCreated(frame) {
   showConversation(conversation);
   sidebar.setActive(conversation.id);
   sidebar.upsert(conversation);
-  state.generation = { id: frame.assistant_message.id, lastSeq: 0, stopping: false };
+  state.generation = followed(frame.assistant_message.id, 0);
   updateComposer();
   if (pending?.stopRequested) stop();
 }
@@ -150,6 +161,7 @@ function onBranch(conversation, messages) {
  */
 function onDelta(id, seq, text) {
   const generation = state.generation;
+  heard(id);
   if (!generation || generation.id !== id || seq <= generation.lastSeq) return; // not ours, or already shown
   if (seq !== generation.lastSeq + 1) {
     // A gap should not happen (the server reads the stream in order); ask again from what we have.
@@ -310,8 +322,46 @@ function followStreamingReply() {
   }
   if (state.generation?.id === last.id) return;
   // The page shows the text saved up to last.seq; the stream goes on from there.
-  state.generation = { id: last.id, lastSeq: last.seq, stopping: false };
+  state.generation = followed(last.id, last.seq);
   socket.send({ type: "generation.watch", id: last.id, after: last.seq });
+}
+
+/**
+ * @param {string} id
+ * @param {number} lastSeq
+ */
+function followed(id, lastSeq) {
+  return { id, lastSeq, stopping: false, heardAt: Date.now(), stalls: 0 };
+}
+
+/** The server said something about reply `id`: it is alive. @param {string} id */
+function heard(id) {
+  if (state.generation?.id !== id) return;
+  state.generation.heardAt = Date.now();
+  state.generation.stalls = 0;
+}
+
+/** The server lost the reply's stream for a moment (its Redis was away): watch again after a pause. @param {string} id */
+function onInterrupted(id) {
+  if (state.generation?.id !== id) return;
+  announce("Reconnecting to the reply…");
+  window.setTimeout(() => {
+    const generation = state.generation;
+    if (generation?.id === id) socket.send({ type: "generation.watch", id, after: generation.lastSeq });
+  }, REWATCH_AFTER_INTERRUPTION_MS);
+}
+
+/** A followed reply the server has been silent about: watch it again, then reconnect the socket. */
+function checkStalled() {
+  const generation = state.generation;
+  if (!generation || !socket.isOpen || Date.now() - generation.heardAt < STALL_MS) return;
+  generation.heardAt = Date.now();
+  generation.stalls += 1;
+  if (generation.stalls === 1) {
+    socket.send({ type: "generation.watch", id: generation.id, after: generation.lastSeq });
+  } else {
+    socket.restart(); // onOpen watches it again on the new connection
+  }
 }
 
 // Commands -----------------------------------------------------------------------------------------
@@ -587,5 +637,6 @@ thread.render(data.messages);
 if (state.conversation) showConversation(state.conversation);
 followStreamingReply();
 socket.start();
+window.setInterval(checkStalled, 5_000);
 updateComposer();
 input.focus();

@@ -55,6 +55,15 @@ export class ChatSocket {
     return true;
   }
 
+  /** Drop the connection and make a new one (it seems alive but says nothing). */
+  restart() {
+    if (this.stopped || this.ws === null) return;
+    const ws = this.ws;
+    this.ws = null;
+    ws.close(4000, "restart");
+    this.#connect();
+  }
+
   reconnectNow() {
     if (this.stopped || this.isOpen || this.ws?.readyState === WebSocket.CONNECTING) return;
     window.clearTimeout(this.timer);
