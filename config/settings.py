@@ -280,6 +280,8 @@ DJINN_REQUEST_QUEUE_TIMEOUT_S = env_int("DJINN_REQUEST_QUEUE_TIMEOUT_S", 10, min
 # Celery ---------------------------------------------------------------------------------------------
 
 CELERY_BROKER_URL = REDIS_URL
+# kombu's Redis transport, so that a worker outlives Redis restarting (see config/broker.py).
+CELERY_BROKER_TRANSPORT = "config.broker:Transport"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"

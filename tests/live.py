@@ -87,32 +87,44 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-@pytest.fixture(scope="session")
-def celery_worker(
-    django_db_setup: None, chat_model_path: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real worker process; yields its node name. Its log is printed if it fails to start."""
-    from config.celery import app
-
+@contextmanager
+def worker_process(
+    chat_model_path: Path, log_dir: Path, *, queues: str = "inference,default", **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process, ready once it says so; ``env`` adds to ``_live_env``'s. Its log is printed
+    if it fails to start."""
     name = f"pytest-{uuid.uuid4().hex[:8]}@{os.uname().nodename}"
-    log_file = tmp_path_factory.mktemp("worker") / "worker.log"
+    log_file = log_dir / "worker.log"
     command = [
         *(sys.executable, "-m", "celery", "-A", "config", "worker"),
-        *("-Q", "inference,default", "-P", "threads", "-c", "8", "-n", name),
+        *("-Q", queues, "-P", "threads", "-c", "8", "-n", name),
         *("--without-gossip", "--without-mingle", "--loglevel", "INFO"),
     ]
     with open(log_file, "w") as log:
         worker = subprocess.Popen(
-            command, cwd=BASE_DIR, env=_live_env(chat_model_path), stdout=log, stderr=subprocess.STDOUT
+            command, cwd=BASE_DIR, env={**_live_env(chat_model_path), **env}, stdout=log, stderr=subprocess.STDOUT
         )
+    worker.name = name  # type: ignore[attr-defined]
+    worker.log_file = log_file  # type: ignore[attr-defined]
     try:
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        while not app.control.ping(destination=[name], timeout=0.5):
+        # Ready once connected to its broker and consuming (env may give it a Redis of its own).
+        while f"{name} ready." not in log_file.read_text():
             if worker.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"The Celery worker did not start:\n{log_file.read_text()[-5000:]}")
-        yield name
+            time.sleep(0.1)
+        yield worker
     finally:
         _stop(worker)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: None, chat_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real worker process; yields its node name."""
+    with worker_process(chat_model_path, tmp_path_factory.mktemp("worker")) as worker:
+        yield worker.name  # type: ignore[attr-defined]
 
 
 @contextmanager
