@@ -7,6 +7,7 @@ being served and accounts must not depend on inference.
 
 from __future__ import annotations
 
+from csp.decorators import csp_update
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -14,7 +15,7 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from inference import registry
 from inference.models import LLMModel
@@ -54,5 +55,13 @@ def developers(request: HttpRequest) -> HttpResponse:
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    # The split view serves Swagger UI's start-up script as a file of its own: no inline script (CSP). Swagger
+    # UI sets inline styles as it draws, so this page alone allows them; scripts stay strict.
+    path(
+        "docs/",
+        csp_update({"style-src": ["'self'", "'unsafe-inline'"]})(
+            SpectacularSwaggerSplitView.as_view(url_name="api_schema")
+        ),
+        name="api_docs",
+    ),
 ]

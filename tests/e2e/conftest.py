@@ -7,8 +7,8 @@ the web server under the page.
 
 * ``asgi_server``: ``.url``; ``.stop()`` and ``.start()`` take the web server down and bring it back
   on the same port (a web-process restart, as the browser sees it).
-* ``page``: a fresh browser context per test; a JavaScript error on the page fails the test, and
-  ``page.external_requests`` lists every request that left the live server.
+* ``page``: a fresh browser context per test; a JavaScript error or a Content-Security-Policy violation on
+  the page fails the test, and ``page.external_requests`` lists every request that left the live server.
 """
 
 from __future__ import annotations
@@ -102,12 +102,19 @@ def page(browser, asgi_server):
     errors: list[str] = []
     external: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: _note_csp_violation(f"{page.url}: {message.text}", errors))
     page.on("request", lambda request: _note_external(request.url, asgi_server, external))
     page.on("dialog", lambda dialog: errors.append(f"dialog opened: {dialog.message}") or dialog.dismiss())
     page.external_requests = external
     yield page
     context.close()
     assert errors == [], f"the page had JavaScript errors: {errors}"
+
+
+def _note_csp_violation(text: str, errors: list[str]) -> None:
+    # Chromium reports what the policy blocked on the console ("Refused to ... because it violates ...").
+    if "Content Security Policy" in text:
+        errors.append(f"CSP violation: {text}")
 
 
 def _note_external(url: str, asgi_server: LiveServer, external: list[str]) -> None:
