@@ -329,6 +329,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(
                 {"type": "generation.interrupted", "id": generation_id, "seq": last, "message": INTERRUPTED}
             )
+        except OSError:
+            return  # the client went away while a frame was on its way (uvicorn's ClientDisconnected)
 
     async def _event_frame(self, generation_id: str, event: dict[str, Any]) -> dict[str, Any]:
         frame: dict[str, Any] = {"type": EVENT_TYPES[event["type"]], "id": generation_id, "seq": event["seq"]}

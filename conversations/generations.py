@@ -46,7 +46,7 @@ from conversations.errors import ConversationError, InvalidInput
 from conversations.models import Conversation, Message
 from inference import metrics, runtime, streams
 from inference.engine import Engine, EngineError, InvalidRequestError, RequestOutput, SamplingParams, TokenLogprob
-from inference.faults import close_connections, retrying_db
+from inference.faults import close_connections, retrying_db, retrying_redis
 from inference.models import LLMModel
 from inference.pump import Snapshot, Tracked, get_pump
 from inference.redis import get_redis
@@ -62,8 +62,9 @@ INTERRUPTED = "This reply was interrupted because its worker shut down. Regenera
 ENGINE_FAILED = "The model failed while writing this reply. Regenerate to try again."
 STREAM_LOST = "This reply could not be delivered: the server lost its connection to Redis. Regenerate to try again."
 GAVE_UP = "This reply stopped its worker {n} times, so it was given up. Regenerate to try again."
-# A queued reply whose task was not sent for this long is sent again by the sweeper (seconds).
-REQUEUE_AFTER_S = 60
+# A queued reply older than this (seconds) whose task was not sent (the broker was away when it was made) is
+# sent by the sweeper. Far longer than the moment between a reply's commit and its task being sent.
+REQUEUE_AFTER_S = 10
 
 COMPLETION_ORPHANED = "The worker writing this completion stopped. Try again."
 COMPLETION_ENGINE_FAILED = "The model failed while writing this completion. Try again."
@@ -121,27 +122,27 @@ class Generation(ABC):
 
     def run(self) -> None:
         pump = get_pump()
-        self.tracked = pump.track(
-            self.id,
-            save=self.save_hook(),
-            logprobs=self.logprob_entries if self.wants_logprobs else None,
-            leased=self.leased,
-        )
         try:
-            submitted = False
             try:
-                submitted = self._submit()
-                if submitted:
+                self.tracked = pump.track(
+                    self.id,
+                    save=self.save_hook(),
+                    logprobs=self.logprob_entries if self.wants_logprobs else None,
+                    leased=self.leased,
+                )
+                if self._submit():
                     self.tracked.wait()
                     self._finish()
             except Exception:
                 # The task's last line of defence: whatever broke, the generation must not stay "running".
                 logger.exception("Generation %s crashed", self.id, extra={"generation_id": self.id})
-                self.tracked._abort()
+                if self.tracked is not None:
+                    self.tracked._abort()
                 self.fail(self.engine_failed)
                 raise
         finally:
-            pump.untrack(self.tracked)
+            if self.tracked is not None:
+                pump.untrack(self.tracked)
 
     def _submit(self) -> bool:
         """Render the prompt and hand it to the engine; False (and the generation ended) if it cannot run."""
@@ -165,7 +166,7 @@ class Generation(ABC):
             return False
         finally:
             close_connections()  # nothing is read while the engine writes: do not hold a connection meanwhile
-        if self.tracked.cancel_seen or self.tracked.reader_gone or streams.cancel_requested(self.id):
+        if self.tracked.cancel_seen or self.tracked.reader_gone or self._cancel_flag(retrying=True):
             self.end(Message.Status.CANCELLED, "cancelled", None)
             return False
         self.tracked.attach(engine)
@@ -196,8 +197,15 @@ class Generation(ABC):
         else:
             self.end(Message.Status.COMPLETED, str(final.finish_reason), final)
 
-    def _cancel_flag(self) -> bool:
+    def _cancel_flag(self, *, retrying: bool = False) -> bool:
+        """Whether the cancel flag is set; False when Redis cannot say (after retrying for a while, if asked)."""
         try:
+            if retrying:
+                return retrying_redis(
+                    lambda: streams.cancel_requested(self.id),
+                    deadline_s=settings.DJINN_REDIS_RETRY_S,
+                    what="Reading a cancel flag",
+                )
             return streams.cancel_requested(self.id)
         except redis.RedisError:
             return False
@@ -205,9 +213,11 @@ class Generation(ABC):
     def append_terminal(self, type_: str, **fields: Any) -> None:
         """Append the ``done`` or ``error`` event. If Redis stays unreachable, readers find the end in
         PostgreSQL (replies) or notice the worker is gone (completions)."""
-        assert self.tracked is not None
         try:
-            get_pump().append_terminal(self.tracked, type_, **fields)
+            if self.tracked is not None:
+                get_pump().append_terminal(self.tracked, type_, **fields)
+            elif type_ == "error":  # it never got as far as the pump
+                streams.StreamWriter(self.generation_id).error(**fields)
         except redis.RedisError:
             logger.error("Could not append the %s event of %s", type_, self.id, extra={"generation_id": self.id})
 
@@ -518,13 +528,26 @@ def completion_generate(generation_id: UUID | str, request: dict[str, Any]) -> N
     client = get_redis()
     # As long as the broker could deliver the task again, and the stream lives after that.
     claim_ttl = settings.DJINN_BROKER_VISIBILITY_TIMEOUT_S + streams.STREAM_TTL_S
-    if not client.set(_claim_key(generation_id), "1", nx=True, ex=claim_ttl):
+
+    def claim() -> tuple[bool, bool]:
+        """(claimed, its reader is there), with the heartbeat set from the claim on, so a reader waiting for
+        the first token knows a worker has it; in one round trip."""
+        pipe = client.pipeline(transaction=True)
+        pipe.set(_claim_key(generation_id), "1", nx=True, ex=claim_ttl)
+        pipe.exists(streams.lease_key(generation_id))
+        claimed, leased = pipe.execute()
+        if claimed:
+            streams.heartbeat(generation_id)
+        return bool(claimed), bool(leased)
+
+    # A redelivery has no way to tell that a claim it could not write was written: retried with the same key
+    # (SET NX), a claim that went through and lost its answer reads as "claimed by another": orphaned.
+    claimed, leased = retrying_redis(claim, deadline_s=settings.DJINN_REDIS_RETRY_S, what="Claiming a completion")
+    if not claimed:
         _end_if_orphaned(generation_id)
         return
-    # Alive from the claim on, so a reader waiting for the first token knows a worker has it.
-    streams.heartbeat(generation_id)
     completion = CompletionGeneration(generation_id, request)
-    if not client.exists(streams.lease_key(generation_id)):
+    if not leased:
         streams.StreamWriter(generation_id).error(message=READER_GONE, code="reader_gone")
         logger.info(
             "Completion %s dropped: its reader is gone", generation_id, extra={"generation_id": str(generation_id)}

@@ -6,6 +6,7 @@ import logging
 import re
 from uuid import UUID
 
+import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
@@ -58,7 +59,9 @@ def clean_title(text: str) -> str:
     """The first line of the model's answer, without a "Title:" prefix, quotes, markup or final punctuation."""
     line = next((line for line in text.splitlines() if line.strip()), "")
     line = _PREFIX.sub("", line).strip(_EDGES).rstrip(_TRAILING).strip(_EDGES)
-    line = " ".join(line.replace("\ufffd", "").split())
+    # No replacement characters, and no control characters (PostgreSQL text cannot even hold NUL).
+    line = "".join(c for c in line.replace("\ufffd", "") if c.isprintable() or c.isspace())
+    line = " ".join(line.split())
     if len(line) > TITLE_MAX_CHARS:
         line = line[:TITLE_MAX_CHARS].rsplit(" ", 1)[0]
     return line
@@ -81,8 +84,12 @@ def _ask_model(conversation: Conversation, question: str, answer: str) -> str:
 
 
 def _notify(conversation: Conversation) -> None:
+    """Tell the owner's open pages; best effort (the title is saved: a page that missed it shows it on reload)."""
     layer = get_channel_layer()
     if layer is None:
         return
     event = {"type": "conversation.updated", "conversation": conversation_to_dict(conversation)}
-    async_to_sync(layer.group_send)(f"user.{conversation.owner_id}", event)
+    try:
+        async_to_sync(layer.group_send)(f"user.{conversation.owner_id}", event)
+    except (redis.RedisError, OSError) as exc:
+        logger.warning("The pages of conversation %s were not told its title: %s", conversation.pk, exc)

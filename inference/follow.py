@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -72,15 +73,24 @@ async def follow(
     """Batches of the events of ``positions``' generations (generation id -> the last seq the client has)
     until each one's terminal event has been yielded. An empty batch means nothing came for ``quiet_s``
     seconds (a moment for a keep-alive). ``fresh``: the generations were queued a moment ago and cannot have
-    ended, so the first look at the database is skipped. ``lease``: renew the readers' lease of each
-    generation still going on (an API completion stops when nobody waits for it).
+    ended, so the first look at the database is skipped. ``lease``: hold the readers' lease of each
+    generation while following it (an API completion stops when nobody waits for it).
     Raises FollowInterrupted."""
-    after = dict(positions)
+    leases = _leases() if lease else None
+    if leases is not None:
+        leases.hold(positions)
+    try:
+        async for batch in _follow(dict(positions), settle=settle, quiet_s=quiet_s, first=not fresh):
+            yield batch
+    finally:
+        if leases is not None:
+            leases.release(positions)
+
+
+async def _follow(after: dict[str, int], *, settle: Settle, quiet_s: float, first: bool) -> AsyncIterator[list[Event]]:
     loop = asyncio.get_running_loop()
     failing_since: float | None = None
     attempt = 0
-    renewed_at = -float(streams.LEASE_RENEW_S)  # renewed as soon as the watch opens
-    first = not fresh
     while after:
         try:
             if first:
@@ -96,23 +106,15 @@ async def follow(
                 continue
             async with stream_hub.watch(after) as watch:
                 failing_since, attempt = None, 0
-                quiet_since = loop.time()
                 while after:
-                    if lease and loop.time() - renewed_at >= streams.LEASE_RENEW_S:
-                        renewed_at = -float(streams.LEASE_RENEW_S)  # renewed as soon as the watch opens
-                        await streams.alease_renew(list(after))
-                    events = await watch.next(min(quiet_s, streams.LEASE_RENEW_S) if lease else quiet_s)
+                    events = await watch.next(quiet_s)
                     if events:
-                        quiet_since = loop.time()
                         batch = _advance(after, events)
                         for event in batch:
                             if event["type"] in streams.TERMINAL_TYPES:
                                 watch.drop(event["id"])
                         yield batch
                         continue
-                    if loop.time() - quiet_since < quiet_s:
-                        continue  # woke only to renew the leases
-                    quiet_since = loop.time()
                     for generation_id in list(after):
                         final = await settle(generation_id, after[generation_id])
                         if final is not None:
@@ -128,6 +130,48 @@ async def follow(
                 raise FollowInterrupted(dict(after)) from exc
             logger.warning("Following %d generations failed (try %d): %s", len(after), attempt, exc)
             await asyncio.sleep(pause)
+
+
+class _Leases:
+    """The readers' leases of one event loop's followers, renewed together: one round trip every
+    LEASE_RENEW_S for the whole process, however many API completions it streams."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, int] = {}  # generation id -> how many followers hold it
+        self.task: asyncio.Task[None] | None = None
+
+    def hold(self, generation_ids: dict[str, int]) -> None:
+        for generation_id in generation_ids:
+            self.held[generation_id] = self.held.get(generation_id, 0) + 1
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._renew(), name="djinn reader leases")
+
+    def release(self, generation_ids: dict[str, int]) -> None:
+        for generation_id in generation_ids:
+            count = self.held.get(generation_id, 0) - 1
+            if count > 0:
+                self.held[generation_id] = count
+            else:
+                self.held.pop(generation_id, None)
+
+    async def _renew(self) -> None:
+        while self.held:
+            try:
+                await streams.alease_renew(list(self.held))
+            except READ_ERRORS as exc:
+                logger.warning("Renewing %d reader leases failed: %s", len(self.held), exc)
+            await asyncio.sleep(streams.LEASE_RENEW_S)
+
+
+_lease_keepers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Leases] = weakref.WeakKeyDictionary()
+
+
+def _leases() -> _Leases:
+    loop = asyncio.get_running_loop()
+    keeper = _lease_keepers.get(loop)
+    if keeper is None:
+        keeper = _lease_keepers[loop] = _Leases()
+    return keeper
 
 
 async def _read_once(after: dict[str, int]) -> list[Event]:

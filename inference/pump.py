@@ -44,6 +44,7 @@ from inference.redis import get_redis
 logger = logging.getLogger(__name__)
 
 TICK_S = 1.0  # heartbeats, partial saves, cancel flags and leases of generations that make no output
+LEASE_MISSES = 2  # a reader's lease found lapsed at this many ticks in a row: the reader is gone
 
 
 class StreamLost(Exception):
@@ -87,7 +88,11 @@ class Tracked:
         self.logprobs = logprobs
         self.leased = leased  # a reader holds a lease on it: stop it when the lease lapses
         self.engine: Engine | None = None
-        self.start_seq = streams.last_seq(generation_id, client=pump._redis)
+        self.start_seq = retrying_redis(
+            lambda: streams.last_seq(generation_id, client=pump._redis),
+            deadline_s=pump.redis_retry_s,
+            what=f"Reading the stream of {generation_id}",
+        )
         # Written by the writer thread (under the pump's lock where the keeper reads them).
         self.parts: list[str] = []  # every piece of text handed over, piece i at seq start_seq + 1 + i
         self.written_seq = self.start_seq  # the last seq the stream holds
@@ -99,6 +104,7 @@ class Tracked:
         # Why it ended early, set by whichever thread saw it.
         self.cancel_seen = False  # its cancel flag was set
         self.reader_gone = False  # its reader's lease lapsed
+        self.lease_misses = 0  # ticks in a row that found the reader's lease lapsed (keeper)
         self.taken_away = False  # deleted, or ended by another writer: nothing more goes to its stream
         self.failure: Exception | None = None  # its stream could not be written
         self.saved_seq = self.start_seq  # written by the keeper
@@ -347,7 +353,9 @@ class GenerationPump:
         for tracked in active:
             next(results)
             cancelled = bool(next(results))
-            gone = tracked.leased and not next(results)
+            missing = tracked.leased and not next(results)
+            tracked.lease_misses = tracked.lease_misses + 1 if missing else 0
+            gone = tracked.lease_misses >= LEASE_MISSES
             if not (cancelled or gone):
                 continue
             with self._lock:

@@ -1,12 +1,13 @@
 """The web process's stream reader: one blocking XREAD for every generation stream the process watches.
 
-A WebSocket or SSE response that follows a generation opens a :class:`Watch` (``async with
-watch({generation_id: after})``) and takes its events with ``await watch.next(timeout_s)``. Behind every
-watch of an event loop runs one reader task, which holds one Redis connection blocked in
-``XREAD BLOCK ... STREAMS <every watched stream>`` and hands each watch the events of its streams after
-its own last seq. The inference worker appends a step's deltas for all its generations in one
-transaction (``inference.stream_batching``), so one XREAD answer carries them all: one read and one
-wake-up per engine step for the whole process, rather than one per token per reader.
+Followers (``inference.follow``) open a :class:`Watch` (``async with watch({generation_id: after})``) and
+take its events with ``await watch.next(timeout_s)``. Behind every watch of an event loop runs one reader
+task, which holds one Redis connection blocked in ``XREAD BLOCK ... STREAMS <every watched stream>`` and
+hands each watch the events of its streams after its own last seq. The inference worker appends a step's
+deltas for all its generations in one round trip (``inference.pump``), so one XREAD answer carries them all:
+one read and one wake-up per engine step for the whole process, rather than one per token per reader.
+When a read fails, every watch is told (``next`` raises it) and the reader stops; the next watch starts a
+new one.
 
 A new watch joins the XREAD in flight through a wake-up stream of the reader's own (``djinn:hub:<id>``,
 short and expiring), so it never waits for the block to time out. Events are the stream contract's

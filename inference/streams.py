@@ -33,10 +33,13 @@ from inference.redis import get_async_redis, get_redis
 
 STREAM_TTL_S = 60 * 60
 CANCEL_TTL_S = 60 * 60
-HEARTBEAT_TTL_S = 30
-# A reader renews its lease every LEASE_RENEW_S; a worker stops a generation whose lease has lapsed.
-LEASE_TTL_S = 15
-LEASE_RENEW_S = 3
+# A worker renews its generations' liveness keys every second (inference.pump): one that misses a few ticks
+# is taken for dead by readers soon.
+HEARTBEAT_TTL_S = 5
+# A web process renews its readers' leases every LEASE_RENEW_S; a worker stops a generation whose lease has
+# lapsed (at two looks in a row, so that a blip of Redis is not taken for a reader gone).
+LEASE_TTL_S = 5
+LEASE_RENEW_S = 1
 TERMINAL_TYPES = frozenset({"done", "error"})
 _WRITE_ATTEMPTS = 3
 

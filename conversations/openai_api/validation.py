@@ -157,6 +157,8 @@ def _message(message: object, where: str) -> dict[str, str]:
     role = message.get("role")
     if role is None:
         raise missing(f"{where}.role")
+    if not isinstance(role, str):
+        raise invalid_type(f"{where}.role", "a string", role)
     if role in {"tool", "function"}:
         raise unsupported(f"{where}.role", f"Messages with role '{role}' are not supported: Djinn has no tools.")
     if role not in ROLES:

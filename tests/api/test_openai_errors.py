@@ -127,6 +127,7 @@ def test_an_unsupported_parameter_is_a_bad_request_naming_it(client, kwargs, par
         ({"messages": "Hello"}, "messages", "invalid_type"),
         ({"messages": [{"role": "user", "content": 42}]}, "messages[0].content", "invalid_type"),
         ({"messages": [{"role": "robot", "content": "Hi"}]}, "messages[0].role", "invalid_value"),
+        ({"messages": [{"role": {}, "content": "Hi"}]}, "messages[0].role", "invalid_type"),  # found by fuzzing
         ({"messages": []}, "messages", "invalid_value"),
         ({"temperature": 2.5}, "temperature", "invalid_value"),
         ({"top_p": 1.5}, "top_p", "invalid_value"),

@@ -311,6 +311,7 @@ def test_the_delivery_count_gives_up_a_reply_whose_task_keeps_stopping_its_worke
         ("# Trip planning…", "Trip planning"),
         ("", ""),
         ("word " * 40, ("word " * 16).strip()),
+        ("Plan\x00ning\x07 a trip", "Planning a trip"),  # control characters out (PostgreSQL refuses NUL)
     ],
 )
 def test_clean_title(raw, title):
@@ -402,3 +403,12 @@ def test_partial_text_is_saved_while_the_reply_streams_never_ahead_of_its_stream
     for _status, content, seq in saved:
         assert content == "".join(e["text"] for e in stream[:seq])
     assert reply.content.startswith(saved[-1][1])
+
+
+def test_a_queued_reply_whose_task_never_reached_the_broker_is_listed_to_be_sent_again(user):
+    old = timezone.now() - timedelta(seconds=generations.REQUEUE_AFTER_S + 5)
+    lost, sent, _fresh = queued_reply(user), queued_reply(user), queued_reply(user)  # fresh: too young
+    Message.objects.filter(pk__in=[lost.pk, sent.pk]).update(created_at=old)
+    get_redis().set(generations.enqueued_key(sent.pk), "1", ex=60)  # its task is in the queue
+
+    assert generations.replies_to_requeue() == [lost.pk]
