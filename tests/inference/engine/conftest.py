@@ -94,12 +94,12 @@ def write_tiny_checkpoint(folder: Path, arch: str = "llama", seed: int = 0, **ov
     return folder
 
 
-def write_chat_model(folder: Path) -> Path:
+def write_chat_model(folder: Path, **overrides: Any) -> Path:
     """A tiny random Llama whose output rows for the special tokens are zero, so a greedy reply never ends
     early: with temperature 0 a reply runs to its max_tokens (the live tests' and the fault suite's model)."""
     from safetensors.torch import load_file, save_file
 
-    write_tiny_checkpoint(folder, "llama", tie_word_embeddings=False)
+    write_tiny_checkpoint(folder, "llama", tie_word_embeddings=False, **overrides)
     weights_file = folder / "model.safetensors"
     weights = load_file(weights_file)
     weights["lm_head.weight"][: len(SPECIAL_TOKENS)] = 0
