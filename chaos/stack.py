@@ -137,6 +137,9 @@ class ChaosStack:
             "DJINN_SWEEP_INTERVAL_S": str(SWEEP_INTERVAL_S),
             "DJINN_DB_RETRY_S": "30",
             "DJINN_REDIS_RETRY_S": "20",
+            # Fewer database connections per process than the slow readers of scenario 6: a stream that held
+            # one would drain the pool.
+            "DATABASE_POOL_MAX_SIZE": "16",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "info",
         }

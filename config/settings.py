@@ -122,10 +122,11 @@ if env_bool("DATABASE_POOL", not TESTING):
         "pool": {"min_size": 1, "max_size": env_int("DATABASE_POOL_MAX_SIZE", 40, minimum=1)},
     }
 # Fail fast when PostgreSQL is away: a request answers 503 within seconds (config.errors) instead of hanging.
-# libpq waits at least 2 s for a connection; a pooled request waits DATABASE_POOL_TIMEOUT_S for a free one.
+# A refused connection fails at once, an unanswered one after DATABASE_CONNECT_TIMEOUT_S (libpq's minimum is
+# 2 s); a pooled request waits DATABASE_POOL_TIMEOUT_S for a connection (a busy pool, or a server away).
 _database.setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT_S", 2, minimum=1)
 if "pool" in _database["OPTIONS"]:
-    _database["OPTIONS"]["pool"]["timeout"] = env_int("DATABASE_POOL_TIMEOUT_S", 2, minimum=1)
+    _database["OPTIONS"]["pool"]["timeout"] = env_int("DATABASE_POOL_TIMEOUT_S", 1, minimum=1)
 # A statement that runs longer than this is cancelled by the server (0: never). Migrations run without it.
 # Behind PgBouncer, set it on the database role instead if your PgBouncer refuses the "options" parameter.
 _statement_timeout_ms = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 30_000, minimum=0)
@@ -143,6 +144,7 @@ _CACHE_OPTIONS = {
     "CLIENT_CLASS": "django_redis.client.DefaultClient",
     "SOCKET_CONNECT_TIMEOUT": 2,
     "SOCKET_TIMEOUT": 2,
+    "CONNECTION_POOL_KWARGS": {"max_connections": 1000},
 }
 CACHES = {
     "default": {
@@ -171,7 +173,10 @@ CHANNEL_LAYERS = {
         # channels_redis waits on a channel with a 5 s BZPOPMIN; redis-py's default 5 s socket timeout would
         # race it and drop a quiet WebSocket. Give its clients room.
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 2}],
+            # redis-py's pool refuses the 101st connection at once (a burst of sockets joining their groups).
+            "hosts": [
+                {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 2, "max_connections": 1000}
+            ],
             "prefix": "djinn:channels",
         },
     }

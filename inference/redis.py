@@ -19,6 +19,11 @@ from django.conf import settings
 # would turn a quiet stream into a TimeoutError. Readers block for at most MAX_BLOCK_MS.
 MAX_BLOCK_MS = 10_000
 SOCKET_TIMEOUT_S = MAX_BLOCK_MS / 1000 + 20
+CONNECT_TIMEOUT_S = 2
+# Connections a process may open at once. Past that a command waits up to POOL_TIMEOUT_S for one (redis-py's
+# default pool refuses the 101st at once: a burst of a few hundred streams failed that way in the fault suite).
+MAX_CONNECTIONS = 1000
+POOL_TIMEOUT_S = 5
 
 _lock = threading.Lock()
 _sync_client: redis.Redis | None = None
@@ -31,9 +36,15 @@ def get_redis() -> redis.Redis:
     if _sync_client is None:
         with _lock:
             if _sync_client is None:
-                _sync_client = redis.Redis.from_url(
-                    settings.REDIS_URL, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S
+                pool = redis.BlockingConnectionPool.from_url(
+                    settings.REDIS_URL,
+                    decode_responses=True,
+                    socket_timeout=SOCKET_TIMEOUT_S,
+                    socket_connect_timeout=CONNECT_TIMEOUT_S,
+                    max_connections=MAX_CONNECTIONS,
+                    timeout=POOL_TIMEOUT_S,
                 )
+                _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
 
 
@@ -42,8 +53,14 @@ def get_async_redis() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, socket_timeout=SOCKET_TIMEOUT_S
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL,
+            decode_responses=True,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT_S,
         )
+        client = redis.asyncio.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
