@@ -125,9 +125,14 @@ async def ws_chat(
     """Send a message from a fresh tab and follow its reply to the end, resuming after a dropped connection;
     ``leave_after``: close the tab after that many deltas instead."""
     followed = Followed("ws", owner)
+    return await _run(followed, _ws_chat(port, cookie, content, params, followed, leave_after))
+
+
+async def _run(followed: Followed, chat: Any) -> Followed:
+    """Run one client's chat to its end or REQUEST_TIMEOUT_S; what went wrong is kept in ``followed.errors``."""
     try:
-        await asyncio.wait_for(_ws_chat(port, cookie, content, params, followed, leave_after), REQUEST_TIMEOUT_S)
-    except (TimeoutError, OSError, ConnectionClosed, InvalidStatus) as exc:
+        await asyncio.wait_for(chat, REQUEST_TIMEOUT_S)
+    except (TimeoutError, OSError, ConnectionClosed, InvalidStatus, asyncio.IncompleteReadError) as exc:
         followed.errors.append(f"{type(exc).__name__}: {exc}")
     followed.ended_at = time.monotonic()
     return followed
@@ -276,12 +281,7 @@ async def v1_chat(
 ) -> Followed:
     """Stream a completion; ``leave_after``: drop the connection after that many content chunks."""
     followed = Followed("v1", owner)
-    try:
-        await asyncio.wait_for(_v1_chat(port, key, content, params, followed, leave_after), REQUEST_TIMEOUT_S)
-    except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
-        followed.errors.append(f"{type(exc).__name__}: {exc}")
-    followed.ended_at = time.monotonic()
-    return followed
+    return await _run(followed, _v1_chat(port, key, content, params, followed, leave_after))
 
 
 async def _v1_chat(

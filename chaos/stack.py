@@ -173,28 +173,19 @@ class ChaosStack:
         self.wait_ready()
 
     def _migrate(self) -> None:
+        """Migrate, and collect the static files (production settings serve them hashed, as deployed)."""
         env = {**self.env, "DATABASE_URL": self.db_url, "REDIS_URL": self.redis_server.url}
-        result = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-            cwd=base.BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if result.returncode:
-            raise base.StackError(f"migrate failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
-        # As a deployment does: production settings serve the collected, hashed static files.
-        result = subprocess.run(
-            [sys.executable, "manage.py", "collectstatic", "--no-input", "-v", "0"],
-            cwd=base.BASE_DIR,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if result.returncode:
-            raise base.StackError(f"collectstatic failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        for command in ("migrate", "collectstatic"):
+            result = subprocess.run(
+                [sys.executable, "manage.py", command, "--no-input", "-v", "0"],
+                cwd=base.BASE_DIR,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if result.returncode:
+                raise base.StackError(f"{command} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
 
     def _configure_this_process(self) -> None:
         """Django in this process, on the scratch database and the stack's Redis directly (not through the

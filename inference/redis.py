@@ -24,6 +24,13 @@ CONNECT_TIMEOUT_S = 2
 # default pool refuses the 101st at once: a burst of a few hundred streams failed that way in the fault suite).
 MAX_CONNECTIONS = 1000
 POOL_TIMEOUT_S = 5
+POOL_OPTIONS = {
+    "decode_responses": True,  # responses as str
+    "socket_timeout": SOCKET_TIMEOUT_S,
+    "socket_connect_timeout": CONNECT_TIMEOUT_S,
+    "max_connections": MAX_CONNECTIONS,
+    "timeout": POOL_TIMEOUT_S,
+}
 
 _lock = threading.Lock()
 _sync_client: redis.Redis | None = None
@@ -36,14 +43,7 @@ def get_redis() -> redis.Redis:
     if _sync_client is None:
         with _lock:
             if _sync_client is None:
-                pool = redis.BlockingConnectionPool.from_url(
-                    settings.REDIS_URL,
-                    decode_responses=True,
-                    socket_timeout=SOCKET_TIMEOUT_S,
-                    socket_connect_timeout=CONNECT_TIMEOUT_S,
-                    max_connections=MAX_CONNECTIONS,
-                    timeout=POOL_TIMEOUT_S,
-                )
+                pool = redis.BlockingConnectionPool.from_url(settings.REDIS_URL, **POOL_OPTIONS)
                 _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
 
@@ -53,14 +53,7 @@ def get_async_redis() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            settings.REDIS_URL,
-            decode_responses=True,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=CONNECT_TIMEOUT_S,
-            max_connections=MAX_CONNECTIONS,
-            timeout=POOL_TIMEOUT_S,
-        )
+        pool = redis.asyncio.BlockingConnectionPool.from_url(settings.REDIS_URL, **POOL_OPTIONS)
         client = redis.asyncio.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
