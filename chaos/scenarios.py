@@ -341,6 +341,12 @@ def check_one_end_each(result: Result, generations: list[str]) -> None:
     result.check(not twice, f"{len(twice)} streams have two ends (a reply written twice): {twice[:3]}")
 
 
+def _replies_since(since: Any) -> int:
+    from conversations.models import Message
+
+    return Message.objects.filter(role=Message.Role.ASSISTANT, created_at__gte=since).count()
+
+
 def _running_replies() -> int:
     from conversations.models import Message
 
@@ -567,14 +573,18 @@ def web_restart(suite: Suite) -> Result:
     for sig in (signal.SIGTERM, signal.SIGKILL):
 
         async def scenario(sig: signal.Signals = sig) -> list[Followed]:
+            from django.utils import timezone
+
             count = suite.size(6, 3)
+            since = timezone.now()
             # Chats long enough to be cut mid-reply; completions long enough to outlast their lease.
             jobs = [
                 asyncio.ensure_future(suite.chat(kind, suite.accounts[i], V1_LONG if kind == "v1" else 400))
                 for i in range(count)
                 for kind in ("ws", "sse", "v1")
             ]
-            await _until(lambda: _running_replies() >= 2, timeout=30)
+            # Every chat's turn made (the restart is about streams in progress, not messages being sent).
+            await _until(lambda: _replies_since(since) >= 2 * count and _running_replies() >= 2, timeout=30)
             await asyncio.sleep(0.3)
             await asyncio.get_running_loop().run_in_executor(None, suite.stack.restart_web, sig)
             return await asyncio.gather(*jobs)
@@ -588,6 +598,7 @@ def web_restart(suite: Suite) -> Result:
     resumed = sum(f.reconnects > 0 for f in chats)
     result.figures.update(restarts=2, chats=len(chats), resumed=resumed)
     check_followed(result, chats)
+    result.check(result.figures["unsent"] == 0, "a chat's message was lost (every turn was made before the restart)")
     settle(result)
     check_text_kept(result, chats)
 
