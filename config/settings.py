@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded
 from config.env import env_bool, env_choice, env_int, env_list, env_str, env_url
+from inference.redis import retry_options as redis_retry_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
@@ -144,7 +145,7 @@ _CACHE_OPTIONS = {
     "CLIENT_CLASS": "django_redis.client.DefaultClient",
     "SOCKET_CONNECT_TIMEOUT": 2,
     "SOCKET_TIMEOUT": 2,
-    "CONNECTION_POOL_KWARGS": {"max_connections": 1000},
+    "CONNECTION_POOL_KWARGS": {"max_connections": 1000, **redis_retry_options(asynchronous=False)},
 }
 CACHES = {
     "default": {
@@ -173,9 +174,16 @@ CHANNEL_LAYERS = {
         # channels_redis waits on a channel with a 5 s BZPOPMIN; redis-py's default 5 s socket timeout would
         # race it and drop a quiet WebSocket. Give its clients room.
         "CONFIG": {
-            # redis-py's pool refuses the 101st connection at once (a burst of sockets joining their groups).
+            # redis-py's pool refuses the 101st connection at once (a burst of sockets joining their groups), and
+            # does not send a command again on a fresh connection when Redis closed the pooled one (it restarted).
             "hosts": [
-                {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 2, "max_connections": 1000}
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": 30,
+                    "socket_connect_timeout": 2,
+                    "max_connections": 1000,
+                    **redis_retry_options(asynchronous=True),
+                }
             ],
             "prefix": "djinn:channels",
         },

@@ -29,6 +29,7 @@ dicts; a branch is ``presenters.branch_to_list``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -326,11 +327,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                     last = event["seq"]
         except FollowInterrupted:
             # Redis is unreachable: the page watches again from what it has, after a pause.
+            await self._interrupted(generation_id, last)
+        except OSError:
+            return  # the client went away while a frame was on its way (uvicorn's ClientDisconnected)
+        except Exception:  # whatever broke, the page must not be left following a reply nobody forwards
+            logger.exception("Watching a generation failed", extra={"generation_id": generation_id})
+            await self._interrupted(generation_id, last)
+
+    async def _interrupted(self, generation_id: str, last: int) -> None:
+        """Tell the page the watch stopped: it watches again from what it has, after a pause."""
+        with contextlib.suppress(OSError):
             await self.send_json(
                 {"type": "generation.interrupted", "id": generation_id, "seq": last, "message": INTERRUPTED}
             )
-        except OSError:
-            return  # the client went away while a frame was on its way (uvicorn's ClientDisconnected)
 
     async def _event_frame(self, generation_id: str, event: dict[str, Any]) -> dict[str, Any]:
         frame: dict[str, Any] = {"type": EVENT_TYPES[event["type"]], "id": generation_id, "seq": event["seq"]}
@@ -343,6 +352,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 frame["message"] = await db(_message_dict)(user=self.user, message_id=generation_id)
             except NotFound:
                 frame["message"] = None  # deleted meanwhile: the event still ends the reply
+            except UNAVAILABLE_ERRORS as exc:
+                # PostgreSQL away: the reply still ends on the page, with the text it streamed.
+                logger.warning("The saved reply %s could not be read: %s", generation_id, exc)
+                frame["message"] = None
         else:
             frame["message"] = event.get("message") or "The reply could not be generated."
             frame["code"] = event.get("code") or "generation_failed"

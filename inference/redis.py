@@ -13,7 +13,10 @@ import weakref
 
 import redis
 import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
 from django.conf import settings
+from redis.backoff import ExponentialBackoff
 
 # redis-py's default socket timeout (5 s) is shorter than a blocking XREAD may wait (up to 10 s), which
 # would turn a quiet stream into a TimeoutError. Readers block for at most MAX_BLOCK_MS.
@@ -31,6 +34,16 @@ POOL_OPTIONS = {
     "max_connections": MAX_CONNECTIONS,
     "timeout": POOL_TIMEOUT_S,
 }
+# A pooled connection that Redis closed (it restarted) fails the command sent on it; redis-py retries none by
+# default. Djinn's commands may be sent again (appends are idempotent, flags and leases are SETs): one more try
+# on a fresh connection, and a short backoff, before the caller's own bounded retries take over.
+RETRY_ERRORS = [redis.ConnectionError, redis.TimeoutError]
+
+
+def retry_options(asynchronous: bool) -> dict[str, object]:
+    retry_class = redis.asyncio.retry.Retry if asynchronous else redis.retry.Retry
+    return {"retry": retry_class(ExponentialBackoff(cap=0.5, base=0.05), 2), "retry_on_error": RETRY_ERRORS}
+
 
 _lock = threading.Lock()
 _sync_client: redis.Redis | None = None
@@ -43,7 +56,9 @@ def get_redis() -> redis.Redis:
     if _sync_client is None:
         with _lock:
             if _sync_client is None:
-                pool = redis.BlockingConnectionPool.from_url(settings.REDIS_URL, **POOL_OPTIONS)
+                pool = redis.BlockingConnectionPool.from_url(
+                    settings.REDIS_URL, **POOL_OPTIONS, **retry_options(asynchronous=False)
+                )
                 _sync_client = redis.Redis(connection_pool=pool)
     return _sync_client
 
@@ -53,7 +68,9 @@ def get_async_redis() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(settings.REDIS_URL, **POOL_OPTIONS)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, **POOL_OPTIONS, **retry_options(asynchronous=True)
+        )
         client = redis.asyncio.Redis(connection_pool=pool)
         _async_clients[loop] = client
     return client
