@@ -52,6 +52,7 @@ bench: $(DEV_STAMP)
 	$(PY) -m inference.engine bench
 	$(PY) benchmarks/serving_bench.py
 	$(PY) benchmarks/api_bench.py
+	$(PY) benchmarks/limits_bench.py
 
 # The fault suite: real processes on loopback, PostgreSQL and Redis behind faulty proxies; one line per
 # scenario, exit 1 on any violation. `make test` runs its short form (tests/test_chaos.py).

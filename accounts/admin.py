@@ -6,12 +6,15 @@ from collections.abc import Callable
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
-from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from accounts import api_keys, ratelimit, services
-from accounts.models import ApiKey, UsageRecord, User
+from accounts.billing import quotas
+from accounts.billing.export import csv_lines, usage_rows
+from accounts.models import ApiKey, Plan, StripeEvent, Subscription, UsageRecord, User
 
 
 class UserCreationAdminForm(AdminUserCreationForm):
@@ -104,6 +107,27 @@ class UsageRecordAdmin(admin.ModelAdmin):
     list_select_related = ("user", "api_key")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
+    actions = ["export_csv"]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        """The list, with the totals of what the filters and search selected."""
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            response.context_data["usage_totals"] = changelist.queryset.aggregate(
+                generations=Count("pk"),
+                prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
+                completion_tokens=Coalesce(Sum("completion_tokens"), 0),
+                cached_tokens=Coalesce(Sum("cached_tokens"), 0),
+            )
+        return response
+
+    @admin.action(description="Download selected records as CSV", permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> StreamingHttpResponse:
+        """The records in the export's stable columns (README, "Usage export"), streamed as they are read."""
+        response = StreamingHttpResponse(csv_lines(usage_rows(queryset)), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="djinn-usage.csv"'
+        return response
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -112,6 +136,115 @@ class UsageRecordAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
+        return False
+
+
+@admin.register(Plan)
+class PlanAdmin(admin.ModelAdmin):
+    """Plans and their limits. A change applies to everyone on the plan at once (cached limits are dropped)."""
+
+    list_display = (
+        "name",
+        "slug",
+        "price",
+        "is_public",
+        "is_default",
+        "messages_per_window",
+        "tokens_per_month",
+        "api_requests_per_minute",
+        "concurrent_generations",
+        "subscribers",
+    )
+    list_editable = ("is_public",)
+    prepopulated_fields = {"slug": ("name",)}
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "description", "is_public", "is_default", "sort_order")}),
+        ("Price", {"fields": ("price_cents", "currency", "stripe_price_id")}),
+        (
+            "Limits",
+            {
+                "description": "A blank limit is no limit.",
+                "fields": (
+                    ("messages_per_window", "message_window_seconds"),
+                    "tokens_per_month",
+                    ("api_requests_per_minute", "api_tokens_per_minute"),
+                    "concurrent_generations",
+                    "models_allowed",
+                    "max_context_tokens",
+                ),
+            },
+        ),
+    )
+
+    @admin.display(description="price", ordering="price_cents")
+    def price(self, obj: Plan) -> str:
+        return f"{obj.price_cents / 100:.2f} {obj.currency.upper()}" if obj.price_cents else "free"
+
+    @admin.display(description="subscribers")
+    def subscribers(self, obj: Plan) -> int:
+        return obj.subscriptions.filter(status__in=Subscription.GRANTS_PLAN).count()
+
+    def save_model(self, request: HttpRequest, obj: Plan, form: object, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        quotas.limits_forget()
+
+    def delete_model(self, request: HttpRequest, obj: Plan) -> None:
+        super().delete_model(request, obj)
+        quotas.limits_forget()
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(admin.ModelAdmin):
+    """Who is on which plan. Staff change or comp a plan here (tick "comped": it is not billed through
+    Stripe); Stripe's webhooks keep paid ones up to date."""
+
+    list_display = ("user", "plan", "status", "comped", "current_period_end", "cancel_at_period_end", "updated_at")
+    list_filter = ("plan", "status", "comped")
+    search_fields = ("user__email", "stripe_customer_id", "stripe_subscription_id")
+    list_select_related = ("user", "plan")
+    autocomplete_fields = ("user",)
+    readonly_fields = ("stripe_customer_id", "stripe_subscription_id", "created_at", "updated_at")
+    fields = (
+        "user",
+        "plan",
+        "status",
+        "comped",
+        ("current_period_start", "current_period_end"),
+        "cancel_at_period_end",
+        "stripe_customer_id",
+        "stripe_subscription_id",
+        ("created_at", "updated_at"),
+    )
+
+    def save_model(self, request: HttpRequest, obj: Subscription, form: object, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        quotas.limits_forget(user_id=obj.user_id)
+
+    def delete_model(self, request: HttpRequest, obj: Subscription) -> None:
+        super().delete_model(request, obj)
+        quotas.limits_forget(user_id=obj.user_id)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Subscription]) -> None:
+        user_ids = list(queryset.values_list("user_id", flat=True))
+        super().delete_queryset(request, queryset)
+        for user_id in user_ids:
+            quotas.limits_forget(user_id=user_id)
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    """Every webhook event Stripe sent, and what was done with it; read-only."""
+
+    list_display = ("received_at", "type", "event_id", "outcome", "detail")
+    list_filter = ("outcome", "type")
+    search_fields = ("event_id", "detail")
+    date_hierarchy = "received_at"
+    readonly_fields = ("event_id", "type", "created", "outcome", "detail", "payload", "received_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: StripeEvent | None = None) -> bool:
         return False
 
 

@@ -112,7 +112,8 @@ class UsageRecord(models.Model):
         CHAT = "chat", "Chat"
         API = "api", "API"
 
-    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="usage_records")
+    # Billing history outlives the account: deleting a user detaches its records (user becomes empty).
+    user = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records")
     generation_id = models.UUIDField(unique=True, editable=False)
     model = models.CharField(max_length=100)
     source = models.CharField(max_length=8, choices=Source.choices)
@@ -124,7 +125,10 @@ class UsageRecord(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        indexes = [models.Index(fields=["user", "-created_at"], name="usage_user_created")]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="usage_user_created"),
+            models.Index(fields=["created_at"], name="usage_created"),  # roll-ups and exports read by day
+        ]
 
     def __str__(self) -> str:
         return f"{self.generation_id} ({self.prompt_tokens}+{self.completion_tokens} tokens)"
@@ -132,3 +136,19 @@ class UsageRecord(models.Model):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+# Billing's models belong to this app; importing them here registers them.
+from accounts.billing.models import ActiveDay, Plan, StripeEvent, Subscription, UsageDay  # noqa: E402
+
+__all__ = [
+    "ActiveDay",
+    "ApiKey",
+    "Plan",
+    "StripeEvent",
+    "Subscription",
+    "UsageDay",
+    "UsageRecord",
+    "User",
+    "normalize_email",
+]

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from accounts import views
+from accounts.billing import views as billing_views
 
 app_name = "accounts"
 
@@ -18,6 +19,9 @@ urlpatterns = [
     path("settings/password/", views.settings_password, name="settings_password"),
     path("settings/api-keys/", views.settings_api_keys, name="settings_api_keys"),
     path("settings/api-keys/<int:api_key_id>/revoke/", views.settings_api_key_revoke, name="settings_api_key_revoke"),
+    path("settings/billing/", billing_views.settings_billing, name="settings_billing"),
+    path("settings/billing/checkout/", billing_views.billing_checkout, name="billing_checkout"),
+    path("settings/billing/portal/", billing_views.billing_portal, name="billing_portal"),
     path("settings/delete/", views.settings_delete, name="settings_delete"),
     path("email/confirm/<str:token>/", views.email_change_confirm, name="email_change_confirm"),
     path("password/reset/", views.password_reset, name="password_reset"),

@@ -83,11 +83,13 @@ def seed(conversations: int, messages: int) -> tuple[str, list[str]]:
     from django.utils import timezone
 
     from accounts import services
+    from accounts.billing import services as billing
     from accounts.models import User
     from conversations.models import Conversation, Message
     from inference.registry import model_get
 
     user = User.objects.create_user(email="bench@example.com", password=secrets.token_urlsafe(16))
+    billing.subscription_comp(user=user, plan=billing.plan_without_limits(slug="bench", name="Bench (no limits)"))
     _api_key, key = services.api_key_create(user=user, name="api bench")
     model = model_get(None).name
     rng = random.Random(0)

@@ -261,6 +261,7 @@ def seed(work: Workload) -> Fixtures:
     from django.conf import settings
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 
+    from accounts.billing import services as billing
     from accounts.models import User
     from accounts.services import api_key_create
     from conversations.models import Conversation
@@ -269,6 +270,9 @@ def seed(work: Workload) -> Fixtures:
     model = model_get(None)
     session_store = import_module(settings.SESSION_ENGINE).SessionStore
     users = [User.objects.create_user(f"bench{i}@example.com") for i in range(work.concurrency)]
+    unlimited = billing.plan_without_limits(slug="bench", name="Bench (no limits)")
+    for user in users:
+        billing.subscription_comp(user=user, plan=unlimited)
     cookies = []
     for user in users:
         session = session_store()

@@ -119,11 +119,13 @@ def _suite(stack: ChaosStack, *, short: bool) -> Any:
     from django.test import Client
 
     from accounts import services as account_services
+    from accounts.billing import services as billing
     from accounts.models import User
     from chaos.scenarios import Account, Suite
 
     accounts = []
     passwords = []
+    unlimited = billing.plan_without_limits(slug="chaos", name="Chaos (no limits)")
     for index in range(30 if not short else 8):
         password = f"chaos-{secrets.token_urlsafe(12)}"
         user = User.objects.create_user(
@@ -131,6 +133,8 @@ def _suite(stack: ChaosStack, *, short: bool) -> Any:
         )
         browser = Client()
         browser.force_login(user)
+        # The fault suite is about faults, not plans: its users are on a plan without limits.
+        billing.subscription_comp(user=user, plan=unlimited)
         _key_row, key = account_services.api_key_create(user=user, name="chaos")
         accounts.append(
             Account(index, user.pk, user.email, password, f"sessionid={browser.cookies['sessionid'].value}", key)

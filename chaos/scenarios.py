@@ -210,6 +210,20 @@ def check_ledger(result: Result, generations: list[str]) -> None:
     result.check(duplicates == 0, f"{duplicates} generations charged twice")
 
 
+def check_reservations(result: Result, accounts: list[Account]) -> None:
+    """Once every generation has ended, no user holds a plan reservation any more: settled or released by the
+    worker, or (its worker killed) dropped once its claim's grace ran out with no heartbeat."""
+    from accounts.billing import quotas
+    from inference import streams
+
+    def left() -> int:
+        return sum(len(quotas.held(user_id=a.user_id, alive_key=streams.heartbeat_key("{id}"))) for a in accounts)
+
+    wait(lambda: left() == 0, timeout=quotas.CLAIM_GRACE_S + 15)
+    result.figures["reservations_left"] = left()
+    result.check(result.figures["reservations_left"] == 0, f"{result.figures['reservations_left']} reservations held")
+
+
 def check_text_kept(result: Result, followed: list[Followed]) -> None:
     """A chat client that followed its reply to the end saw exactly the text saved for it."""
     from conversations.models import Message
@@ -268,6 +282,7 @@ def cross_talk(suite: Suite) -> Result:
     generations = [g for g in (generation_uuid(f) for f in followed) if g]
     wait(lambda: _completions_ended(followed), timeout=30)
     check_ledger(result, generations)
+    check_reservations(result, suite.accounts)
     return result
 
 
@@ -325,6 +340,7 @@ def worker_kill(suite: Suite) -> Result:
     check_text_kept(result, followed_all)
     check_one_end_each(result, [g for g in (generation_uuid(f) for f in followed_all) if g])
     check_ledger(result, [g for g in (generation_uuid(f) for f in followed_all) if g])
+    check_reservations(result, suite.accounts)
     _poison_pill(suite, result)
     return result
 

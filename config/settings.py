@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    "django.contrib.humanize",
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
@@ -147,12 +148,14 @@ _CACHE_OPTIONS = {
     "SOCKET_TIMEOUT": 2,
     "CONNECTION_POOL_KWARGS": {"max_connections": 1000, **redis_retry_options(asynchronous=False)},
 }
+# Tests clear their own keys between cases; a separate prefix keeps a developer's data out of reach. The
+# processes a test starts (a web server, a worker) are given the test run's prefix.
+CACHE_KEY_PREFIX = env_str("DJINN_CACHE_KEY_PREFIX", "djinn-test" if TESTING else "djinn")
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        # Tests clear their own keys between cases; a separate prefix keeps a developer's data out of reach.
-        "KEY_PREFIX": "djinn-test" if TESTING else "djinn",
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
         "OPTIONS": _CACHE_OPTIONS,
     },
     # Sessions are kept in PostgreSQL and cached here: while Redis is away they are read from PostgreSQL
@@ -160,7 +163,7 @@ CACHES = {
     "sessions": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
-        "KEY_PREFIX": "djinn-test" if TESTING else "djinn",
+        "KEY_PREFIX": CACHE_KEY_PREFIX,
         "OPTIONS": {**_CACHE_OPTIONS, "IGNORE_EXCEPTIONS": True},
     },
 }
@@ -300,6 +303,13 @@ if not DEBUG:
 
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 
+# Payments (accounts.billing.payments). Without a secret key the billing page says payments are not set up and
+# plans are assigned in the admin. STRIPE_API_BASE points the SDK elsewhere than api.stripe.com (a local
+# stand-in in tests, stripe-mock).
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+STRIPE_API_BASE = env_url("STRIPE_API_BASE", ("https", "http"))
+
 # Request bodies larger than this are refused with 413 before they are read (config.asgi_handler), on every
 # route; Django's own limit on form data is the same.
 DJINN_MAX_REQUEST_BYTES = env_int("DJINN_MAX_REQUEST_BYTES", 4 * 1024 * 1024, minimum=1024)
@@ -347,6 +357,11 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stale-generations": {
         "task": "conversations.tasks.sweep_stale_generations",
         "schedule": float(DJINN_SWEEP_INTERVAL_S),
+    },
+    # The analytics page reads daily roll-ups, kept fresh to within this long (seconds).
+    "rollup-recent-days": {
+        "task": "conversations.tasks.rollup_recent_days",
+        "schedule": float(env_int("DJINN_ROLLUP_INTERVAL_S", 600, minimum=10)),
     },
 }
 # A reply no inference worker took within this long is marked failed by the sweeper (seconds).

@@ -3,15 +3,19 @@ from __future__ import annotations
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.billing import views as billing_views
 from config import api, health
+from conversations import analytics
 from conversations import views as chat_views
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
+    path("admin/analytics/", admin.site.admin_view(analytics.analytics), name="admin_analytics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
+    path("billing/stripe/webhook", billing_views.stripe_webhook, name="stripe_webhook"),
     path("api/v1/", include("accounts.api.urls")),
     path("api/v1/", include("conversations.api.urls")),
     path("api/", include(api.urlpatterns)),

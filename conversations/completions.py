@@ -24,11 +24,12 @@ from uuid import UUID
 
 from accounts.models import User
 from accounts.selectors import user_can_chat
-from conversations import prompts
+from conversations import limits, prompts
 from conversations.errors import InvalidInput, NotAllowed
 from conversations.tasks import generate_completion
-from inference import runtime, streams
+from inference import streams
 from inference.engine import InvalidRequestError, SamplingParams
+from inference.models import LLMModel
 from inference.redis import get_async_redis
 from inference.registry import model_get
 
@@ -59,21 +60,31 @@ class StartedCompletion:
 def completion_start(*, user: User, api_key_id: int | None, request: CompletionRequest) -> StartedCompletion:
     """Enqueue the generations of ``request`` (one per choice) for ``user``, charged to ``api_key_id``.
 
-    Raises LLMModel.DoesNotExist (unknown or disabled model), NotAllowed, InvalidInput (a parameter the
-    engine refuses), ContextTooLong (the messages, or the messages plus max_tokens, exceed the context).
+    Raises LLMModel.DoesNotExist (unknown or disabled model, or one the user's plan does not include),
+    NotAllowed, InvalidInput (a parameter the engine refuses), ContextTooLong (the messages, or the messages
+    plus max_tokens, exceed the context), LimitReached (the plan's limits: nothing is queued).
     """
     if not user_can_chat(user):
         raise NotAllowed("Verify your e-mail address before using the API.")
+    plan = limits.limits_of(user.pk)
     model = model_get(request.model)
+    if not plan.allows_model(model.name):
+        raise LLMModel.DoesNotExist(request.model)
     params = {**(model.default_params or {}), **request.params}
     prompt_tokens = prompts.count_tokens(request.messages, model)
     params["max_tokens"] = prompts.completion_max_tokens(
-        prompt_tokens, runtime.context_length(model), asked=request.params.get("max_tokens"), default=params
+        prompt_tokens, limits.context_of(plan, model), asked=request.params.get("max_tokens"), default=params
     )
     _check_params(params)
     created = time.time()
     generation_ids = [uuid.uuid4() for _ in range(request.n)]
-    streams.lease_renew(generation_ids)  # before a worker can look for it
+    reservation = limits.Reservation(user_id=user.pk, limits=plan)
+    reservation.take(generation_ids, tokens_each=prompt_tokens + params["max_tokens"], api=True)
+    try:
+        streams.lease_renew(generation_ids)  # before a worker can look for it
+    except BaseException:
+        reservation.undo()
+        raise
     queued = 0
     try:
         for index, generation_id in enumerate(generation_ids):
@@ -84,6 +95,7 @@ def completion_start(*, user: User, api_key_id: int | None, request: CompletionR
                 "messages": request.messages,
                 "params": _choice_params(params, index),
                 "created": created,
+                "prompt_tokens": prompt_tokens,
             }
             # The messages stay out of the worker's logs ("task received" shows argsrepr, not the arguments).
             generate_completion.apply_async(
@@ -96,6 +108,8 @@ def completion_start(*, user: User, api_key_id: int | None, request: CompletionR
         # The broker failed part-way: the choices already queued would run for nobody.
         for generation_id in generation_ids[:queued] if queued < len(generation_ids) else []:
             streams.request_cancel(generation_id)
+        if queued < len(generation_ids):
+            reservation.undo()
     logger.info(
         "Completion queued",
         extra={"generation_ids": [str(g) for g in generation_ids], "model": model.name, "user_id": user.pk},

@@ -22,8 +22,9 @@ with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
 Server -> browser also: generation.delta {id, seq, text}, generation.done {id, seq, finish_reason, usage,
 message}, generation.error {id, seq, message, code}, generation.waiting {id, seq} (a watch with nothing to
 say for WATCH_QUIET_S: it is alive), generation.interrupted {id, seq, message} (the stream could not be read:
-watch again after a pause), error {code, message, client_id?}. Conversations and messages are presenters'
-dicts; a branch is ``presenters.branch_to_list``.
+watch again after a pause), error {code, message, client_id?, retry_after_s?, limit?} (``retry_after_s``
+and ``limit`` when a plan's limit was reached). Conversations and messages are presenters' dicts; a branch is
+``presenters.branch_to_list``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from config.errors import UNAVAILABLE_ERRORS
 from conversations import presenters, selectors, services
-from conversations.errors import ConversationError, InvalidInput, NotFound
+from conversations.errors import ConversationError, InvalidInput, LimitReached, NotFound
 from conversations.following import db, reply_settle
 from conversations.models import Conversation
 from inference.follow import FollowInterrupted, follow
@@ -134,6 +135,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             if handler is None:
                 raise InvalidInput(f"Unknown frame type {str(content.get('type'))[:40]!r}.")
             await handler(self, content)
+        except LimitReached as exc:
+            # The page says when the user can send again, and offers a plan with more.
+            await self.send_error(
+                exc.code, exc.message, client_id=client_id, retry_after_s=exc.retry_after_s, limit=exc.kind
+            )
         except ConversationError as exc:
             await self.send_error(exc.code, exc.message, client_id=client_id)
         except UNAVAILABLE_ERRORS as exc:
@@ -249,8 +255,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     # Events out ------------------------------------------------------------------------------------
 
-    async def send_error(self, code: str, message: str, *, client_id: str | None = None) -> None:
-        frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    async def send_error(self, code: str, message: str, *, client_id: str | None = None, **extra: Any) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "message": message, **extra}
         if client_id is not None:
             frame["client_id"] = client_id
         await self.send_json(frame)

@@ -32,3 +32,15 @@ class NotAllowed(ConversationError):
     """The user may not do this (for example chat before verifying their e-mail address when required)."""
 
     code = "not_allowed"
+
+
+class LimitReached(ConversationError):
+    """Over one of the plan's limits (accounts.billing.quotas). ``code`` is ``rate_limit_exceeded`` or
+    ``insufficient_quota`` (the monthly budget); ``retry_after_s`` is when it may be tried again."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, code: str | None = None, *, retry_after_s: int, kind: str = "") -> None:
+        super().__init__(message, code)
+        self.retry_after_s = retry_after_s
+        self.kind = kind

@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from accounts.models import UsageRecord
 from accounts.usage import usage_record
-from conversations import prompts, selectors
+from conversations import limits, prompts, selectors
 from conversations.errors import ConversationError, InvalidInput
 from conversations.models import Conversation, Message
 from inference import metrics, runtime, streams
@@ -286,6 +286,7 @@ def reply_generate(message_id: UUID | str, *, task_id: str | None = None) -> UUI
     )
     if not claimed:
         return None
+    limits.claimed(user_id=message.conversation.owner_id, generation_id=message.pk)
     metrics.generation_started(message.model)
     reply = ReplyGeneration(message)
     reply.run()
@@ -376,7 +377,7 @@ def sweep_stale() -> int:
 def _fail_guarded(guarded: Any, message_id: UUID, reason: str, *, code: str = "generation_failed") -> bool:
     """Move the rows of ``guarded`` (at most the one message, not running here) to failed, keeping the text
     its stream holds beyond what was saved; on success, end the stream with the reason."""
-    row = guarded.values("model", "content", "content_seq").first()
+    row = guarded.values("model", "content", "content_seq", "conversation__owner_id").first()
     if row is None:
         return False
     fields: dict[str, Any] = {}
@@ -389,6 +390,7 @@ def _fail_guarded(guarded: Any, message_id: UUID, reason: str, *, code: str = "g
     ):
         return False
     logger.warning("Reply %s failed: %s", message_id, reason, extra={"generation_id": str(message_id), "code": code})
+    limits.release(user_id=row["conversation__owner_id"], generation_id=message_id)
     try:
         streams.StreamWriter(message_id).error(message=reason, code=code)
     except redis.RedisError:
@@ -489,6 +491,7 @@ class ReplyGeneration(Generation):
 
         if not _db(save, f"Saving the end of reply {self.id}"):
             return  # deleted or failed by the sweeper meanwhile: its stream has ended already
+        limits.settle(user_id=owner_id, generation_id=self.generation_id, usage=usage)
         self.append_terminal("done", finish_reason=finish_reason, usage=usage)
         self.finished_metrics(status, usage, fields["duration_ms"])
         if status == Message.Status.COMPLETED:
@@ -501,8 +504,9 @@ class ReplyGeneration(Generation):
 
     def fail(self, reason: str, *, code: str = "generation_failed", final: RequestOutput | None = None) -> None:
         # The stream first: a reader learns of the failure even if the row cannot be saved now (then the
-        # sweeper fails the row later, with the text the stream holds).
+        # sweeper fails the row later, with the text the stream holds). A failed reply is not charged.
         self.append_terminal("error", message=reason, code=code)
+        limits.release(user_id=self.message.conversation.owner_id, generation_id=self.generation_id)
         fields = self._fields(final)
 
         def save() -> int:
@@ -544,20 +548,22 @@ def completion_generate(generation_id: UUID | str, request: dict[str, Any]) -> N
     # (SET NX), a claim that went through and lost its answer reads as "claimed by another": orphaned.
     claimed, leased = retrying_redis(claim, deadline_s=settings.DJINN_REDIS_RETRY_S, what="Claiming a completion")
     if not claimed:
-        _end_if_orphaned(generation_id)
+        _end_if_orphaned(generation_id, request)
         return
     completion = CompletionGeneration(generation_id, request)
     if not leased:
+        limits.release(user_id=request["user_id"], generation_id=generation_id)
         streams.StreamWriter(generation_id).error(message=READER_GONE, code="reader_gone")
         logger.info(
             "Completion %s dropped: its reader is gone", generation_id, extra={"generation_id": str(generation_id)}
         )
         return
+    limits.claimed(user_id=request["user_id"], generation_id=generation_id)
     metrics.generation_started(request["model"])
     completion.run()
 
 
-def _end_if_orphaned(generation_id: UUID) -> None:
+def _end_if_orphaned(generation_id: UUID, request: dict[str, Any]) -> None:
     """A redelivery: end the stream with an error if the worker that claimed the completion died before
     finishing it; else (finished, or still being written) do nothing."""
     writer = streams.StreamWriter(generation_id)
@@ -566,6 +572,31 @@ def _end_if_orphaned(generation_id: UUID) -> None:
         return
     logger.warning("Completion %s was orphaned", generation_id, extra={"generation_id": str(generation_id)})
     writer.error(message=COMPLETION_ORPHANED)
+    completion_charge_streamed(generation_id, request)
+
+
+def completion_charge_streamed(generation_id: UUID | str, request: dict[str, Any]) -> None:
+    """Charge a completion whose worker died for what it streamed: its prompt and the completion tokens its
+    last delta counted (nothing if none was streamed), and end its reservation. Idempotent: the first record
+    of a generation stands."""
+    deltas = [event for event in streams.read_events(generation_id, after=0) if event["type"] == "delta"]
+    tokens = int(deltas[-1].get("tokens") or 0) if deltas else 0
+    if not tokens:
+        limits.release(user_id=request["user_id"], generation_id=generation_id)
+        return
+    usage = {"prompt_tokens": int(request.get("prompt_tokens") or 0), "completion_tokens": tokens}
+    _db(
+        lambda: usage_record(
+            user_id=request["user_id"],
+            generation_id=generation_id,
+            model=request["model"],
+            source=UsageRecord.Source.API,
+            api_key_id=request["api_key_id"],
+            **usage,
+        ),
+        f"Charging the streamed part of {generation_id}",
+    )
+    limits.settle(user_id=request["user_id"], generation_id=generation_id, usage=usage)
 
 
 class CompletionGeneration(Generation):
@@ -618,6 +649,7 @@ class CompletionGeneration(Generation):
             ),
             f"Recording the usage of {self.id}",
         )
+        limits.settle(user_id=self.request["user_id"], generation_id=self.generation_id, usage=usage)
         self.append_terminal("done", finish_reason=finish_reason, usage=usage)
         self.ended = True
         self.finished_metrics(status, usage, self.duration_ms())
@@ -627,6 +659,7 @@ class CompletionGeneration(Generation):
             return
         self.ended = True
         logger.warning("Completion %s failed: %s", self.id, reason, extra={"generation_id": self.id, "code": code})
+        limits.release(user_id=self.request["user_id"], generation_id=self.generation_id)
         self.append_terminal("error", message=reason, code=code)
         metrics.generation_finished(self.model_name, Message.Status.FAILED)
 

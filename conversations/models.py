@@ -99,6 +99,8 @@ class Message(models.Model):
                 condition=models.Q(status__in=["queued", "running"]),
             ),
             GinIndex(SearchVector("content", config=SEARCH_CONFIG), name="msg_content_search_idx"),
+            # The daily roll-up (conversations.rollups) reads a day's replies.
+            models.Index(fields=["created_at"], name="msg_reply_created_idx", condition=models.Q(role="assistant")),
         ]
 
     def __str__(self) -> str:
@@ -107,3 +109,22 @@ class Message(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in self.FINISHED
+
+
+class ReplyDay(models.Model):
+    """A day of chat replies rolled up (conversations.rollups, kept by a beat task) by model and status, with
+    the time to first token, for the analytics page."""
+
+    day = models.DateField()
+    model = models.CharField(max_length=100)
+    status = models.CharField(max_length=16)
+    replies = models.PositiveIntegerField(default=0)
+    ttft_ms_p50 = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms_p90 = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-day", "model", "status"]
+        constraints = [models.UniqueConstraint(fields=["day", "model", "status"], name="reply_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.model} {self.status}: {self.replies}"

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import user_can_chat
-from conversations import prompts, selectors
+from conversations import limits, prompts, selectors
 from conversations.errors import InvalidInput, NotAllowed, NotFound
 from conversations.models import Conversation, Message
 from conversations.tasks import reply_enqueue
@@ -51,13 +51,14 @@ def message_send(
     ``system_prompt``, when given, become the conversation's from now on.
 
     Raises NotAllowed, NotFound, InvalidInput (empty or over-long message, unknown model or parameter,
-    a reply still being written), ContextTooLong.
+    a reply still being written), ContextTooLong, LimitReached (the plan's limits: nothing is written).
     """
     _check_can_chat(user)
     content = _clean_content(content)
     if system_prompt is not None:
         system_prompt = _clean_system_prompt(system_prompt)
-    with transaction.atomic():
+    plan = limits.limits_of(user.pk)
+    with limits.reserving(user_id=user.pk, limits=plan) as reservation, transaction.atomic():
         if conversation_id is None:
             llm = _model(model)
             conversation = Conversation(
@@ -74,12 +75,14 @@ def message_send(
             if system_prompt is not None:
                 conversation.system_prompt = system_prompt
             parent = _parent(conversation, user, parent_id)
+        limits.check_model(plan, llm)
         merged = prompts.request_params(llm, params)
         path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=parent.pk) if parent else []
         user_message = Message(conversation=conversation, parent=parent, role=Message.Role.USER, content=content)
         chat = prompts.chat_messages(owner=user, conversation=conversation, path=[*path, user_message])
-        prompts.check_fits(chat, llm)
+        prompt_tokens = prompts.check_fits(chat, llm)
         reply = _reply(conversation, parent=user_message, model=llm, params=merged)
+        _reserve(reservation, reply, prompt_tokens, llm)
         # Two writes, on the path to the reply's first token: the conversation (its new leaf is the reply, which
         # PostgreSQL's deferred foreign keys let exist by the commit), then both messages in one INSERT.
         conversation.updated_at = timezone.now()
@@ -92,9 +95,10 @@ def message_send(
 
 def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
     """A new reply beside the assistant message ``message_id`` (same question, same parameters), shown
-    from now on. Raises NotFound, InvalidInput (not a finished reply), ContextTooLong."""
+    from now on. Raises NotFound, InvalidInput (not a finished reply), ContextTooLong, LimitReached."""
     _check_can_chat(user)
-    with transaction.atomic():
+    plan = limits.limits_of(user.pk)
+    with limits.reserving(user_id=user.pk, limits=plan) as reservation, transaction.atomic():
         original = _locked_message(user, message_id)
         conversation = original.conversation
         if original.role != Message.Role.ASSISTANT:
@@ -104,38 +108,46 @@ def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
         question = original.parent
         assert question is not None  # every reply answers a user message
         llm = _model(conversation.model)
+        limits.check_model(plan, llm)
         path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=question.pk)
-        prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=path), llm)
+        prompt_tokens = prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=path), llm)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
-        reply = _queue_reply(conversation, parent=question, model=llm, params=original.params)
+        reply = _reply(conversation, parent=question, model=llm, params=original.params)
+        _reserve(reservation, reply, prompt_tokens, llm)
+        _queue_reply(conversation, reply)
     return Turn(conversation, question, reply)
 
 
 def message_edit(*, user: User, message_id: UUID | str, content: str) -> Turn:
     """A new user message beside ``message_id`` with ``content``, and a queued reply to it: a new branch,
-    shown from now on. Raises NotFound, InvalidInput, ContextTooLong."""
+    shown from now on. Raises NotFound, InvalidInput, ContextTooLong, LimitReached."""
     _check_can_chat(user)
     content = _clean_content(content)
-    with transaction.atomic():
+    plan = limits.limits_of(user.pk)
+    with limits.reserving(user_id=user.pk, limits=plan) as reservation, transaction.atomic():
         original = _locked_message(user, message_id)
         conversation = original.conversation
         if original.role != Message.Role.USER:
             raise InvalidInput("Only your own messages can be edited.")
         llm = _model(conversation.model)
+        limits.check_model(plan, llm)
         path = (
             selectors.branch_path(conversation_id=conversation.pk, leaf_id=original.parent_id)
             if original.parent_id
             else []
         )
         edited = Message(conversation=conversation, parent=original.parent, role=Message.Role.USER, content=content)
-        prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=[*path, edited]), llm)
+        chat = prompts.chat_messages(owner=user, conversation=conversation, path=[*path, edited])
+        prompt_tokens = prompts.check_fits(chat, llm)
         last_reply = original.children.filter(role=Message.Role.ASSISTANT).order_by("-created_at").first()
         params = last_reply.params if last_reply else prompts.request_params(llm, None)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
         edited.save()
-        reply = _queue_reply(conversation, parent=edited, model=llm, params=params)
+        reply = _reply(conversation, parent=edited, model=llm, params=params)
+        _reserve(reservation, reply, prompt_tokens, llm)
+        _queue_reply(conversation, reply)
     return Turn(conversation, edited, reply)
 
 
@@ -154,6 +166,7 @@ def generation_cancel(*, user: User, message_id: UUID | str) -> None:
         )
         if cancelled:
             transaction.on_commit(lambda: streams.StreamWriter(message.pk).done(finish_reason="cancelled", usage=None))
+            transaction.on_commit(lambda: limits.release(user_id=user.pk, generation_id=message.pk))
 
 
 def conversation_switch_branch(*, user: User, message_id: UUID | str) -> Conversation:
@@ -197,7 +210,13 @@ def conversation_delete(*, user: User, conversation_id: UUID | str) -> None:
             )
         )
         conversation.delete()
-        transaction.on_commit(lambda: [streams.request_cancel(pk) for pk in unfinished])
+
+        def stop() -> None:
+            for pk in unfinished:
+                streams.request_cancel(pk)
+                limits.release(user_id=user.pk, generation_id=pk)
+
+        transaction.on_commit(stop)
 
 
 # Helpers -------------------------------------------------------------------------------------------------
@@ -282,13 +301,21 @@ def _reply(conversation: Conversation, *, parent: Message, model: LLMModel, para
     )
 
 
-def _queue_reply(conversation: Conversation, *, parent: Message, model: LLMModel, params: dict[str, Any]) -> Message:
-    reply = _reply(conversation, parent=parent, model=model, params=params)
+def _reserve(reservation: limits.Reservation, reply: Message, prompt_tokens: int, model: LLMModel) -> None:
+    """Reserve ``reply`` against the plan, with an estimate of prompt plus the most it may write; under a plan
+    whose context is shorter than the model's, its ``max_tokens`` is capped to fit it."""
+    room = limits.check_plan_context(reservation.limits, prompt_tokens, model)
+    max_tokens = min(int(reply.params.get("max_tokens") or room), room)
+    if reservation.limits.max_context:
+        reply.params = {**reply.params, "max_tokens": max_tokens}
+    reservation.take([reply.pk], tokens_each=prompt_tokens + max_tokens, api=False)
+
+
+def _queue_reply(conversation: Conversation, reply: Message) -> None:
     reply.save(force_insert=True)
     conversation.current_leaf = reply
     conversation.save(update_fields=["current_leaf"])
     _enqueue(reply)
-    return reply
 
 
 def _enqueue(reply: Message) -> None:

@@ -6,21 +6,26 @@ ids, are idempotent, and import nothing of the web side; the web side (services,
 conversation holds them. ``generate_title`` runs there too: it needs the model, and the inference worker
 already holds it in memory and batches the title with the replies it is writing, where a default worker
 would load a second copy of the weights and fight the engine for the same cores.
-``sweep_stale_generations`` (beat) touches only PostgreSQL and Redis and runs on ``default``.
+``sweep_stale_generations`` and ``rollup_recent_days`` (beat) touch only PostgreSQL and Redis and run on
+``default``.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import redis
 from celery import shared_task
 from django.conf import settings
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
+from accounts.billing.rollups import usage_rollup
 from conversations import generations, titles
+from conversations.rollups import replies_rollup
 from inference.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -66,3 +71,12 @@ def sweep_stale_generations() -> int:
     for message_id in generations.replies_to_requeue():
         reply_enqueue(message_id)
     return failed
+
+
+@shared_task(name="conversations.tasks.rollup_recent_days", ignore_result=True)
+def rollup_recent_days() -> None:
+    """Roll up today and yesterday (UTC) for the analytics page: yesterday's last minutes land after midnight."""
+    today = timezone.now().date()
+    for day in (today - timedelta(days=1), today):
+        usage_rollup(day=day)
+        replies_rollup(day=day)

@@ -68,6 +68,7 @@ def _chat_page(request: HttpRequest, *, user: User, conversation: Conversation |
         "default_model": models[0]["name"] if models else "",
         "logo_url": static("img/logo.svg"),
         "login_url": reverse("accounts:login"),
+        "billing_url": reverse("accounts:settings_billing"),
     }
     context = {
         "conversation": conversation,

@@ -282,7 +282,11 @@ class GenerationPump:
                 side = json.dumps(tracked.carried_logprobs) if tracked.carried_logprobs else None
                 tracked.carried_logprobs = []
                 tracked.pending.append(
-                    streams.Entry(seq, streams.event_json(tracked.id, seq, "delta", text=text), side)
+                    streams.Entry(
+                        seq,
+                        streams.event_json(tracked.id, seq, "delta", text=text, tokens=tracked.completion_tokens),
+                        side,
+                    )
                 )
             if output.finish_reason is not None:
                 tracked.final = output

@@ -152,19 +152,21 @@ def append(client: redis.Redis, batches: dict[str, list[Entry]]) -> dict[str, Ap
 
 
 def event_json(generation_id: str, seq: int, type_: str, **fields: Any) -> str:
-    """The JSON of event ``seq`` of a generation's stream."""
-    return json.dumps(
-        {
-            "id": generation_id,
-            "seq": seq,
-            "type": type_,
-            "text": fields.get("text", ""),
-            "finish_reason": fields.get("finish_reason"),
-            "usage": fields.get("usage"),
-            "message": fields.get("message"),
-            "code": fields.get("code"),
-        }
-    )
+    """The JSON of event ``seq`` of a generation's stream. A worker's ``delta`` also carries ``tokens``: the
+    completion tokens made so far (what a generation whose worker died is charged for)."""
+    event = {
+        "id": generation_id,
+        "seq": seq,
+        "type": type_,
+        "text": fields.get("text", ""),
+        "finish_reason": fields.get("finish_reason"),
+        "usage": fields.get("usage"),
+        "message": fields.get("message"),
+        "code": fields.get("code"),
+    }
+    if "tokens" in fields:
+        event["tokens"] = fields["tokens"]
+    return json.dumps(event)
 
 
 def last_seq(generation_id: UUID | str, *, client: redis.Redis | None = None) -> int:

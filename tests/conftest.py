@@ -30,3 +30,23 @@ def _clean_cache(request: pytest.FixtureRequest):
 
         cache.delete_pattern("*")  # only keys under the test run's own KEY_PREFIX
     yield
+
+
+@pytest.fixture(autouse=True)
+def _plans(request: pytest.FixtureRequest):
+    """The seeded plans exist in every database test (a transactional test's flush removes them), and users
+    are on a default plan without limits, so that a test about something else is not refused by Free's
+    limits. Tests about limits are marked ``plan_limits``: they get the seeded Free plan as the default."""
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None:
+        requested = {"db", "transactional_db"} & set(request.fixturenames)
+        if not requested:
+            yield
+            return
+        request.getfixturevalue(requested.pop())
+    from tests.billing import plans_seed, unlimited_default
+
+    plans_seed()
+    if request.node.get_closest_marker("plan_limits") is None:
+        unlimited_default()
+    yield

@@ -72,6 +72,7 @@ def _live_env(chat_model_path: Path) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": database_url(settings.DATABASES["default"]),
         "REDIS_URL": settings.REDIS_URL,
+        "DJINN_CACHE_KEY_PREFIX": settings.CACHE_KEY_PREFIX,  # what a test clears, the processes' keys too
         "DJINN_MODEL": str(chat_model_path),
         "DJINN_DEVICE": "cpu",
         "DJINN_WORKER_METRICS_PORT": "0",

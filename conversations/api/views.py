@@ -27,7 +27,7 @@ from accounts.models import User
 from conversations import presenters, selectors, services
 from conversations.api import serializers as s
 from conversations.api.usage import usage_summary
-from conversations.errors import ContextTooLong, ConversationError, InvalidInput, NotAllowed, NotFound
+from conversations.errors import ContextTooLong, ConversationError, InvalidInput, LimitReached, NotAllowed, NotFound
 from conversations.following import reply_settle
 from inference.follow import FollowInterrupted, follow
 
@@ -40,6 +40,7 @@ ERROR_STATUS: list[tuple[type[ConversationError], int]] = [
     (ContextTooLong, status.HTTP_400_BAD_REQUEST),
     (InvalidInput, status.HTTP_400_BAD_REQUEST),
     (NotAllowed, status.HTTP_403_FORBIDDEN),
+    (LimitReached, status.HTTP_429_TOO_MANY_REQUESTS),
 ]
 
 
@@ -55,6 +56,10 @@ SEND_BAD_INPUT = _error(
     'being written ("invalid_input"), or a conversation too long for the model ("context_length_exceeded").'
 )
 FORBIDDEN_WRITE = _error("A session request without its CSRF token, or a user who may not chat yet.")
+LIMITED = _error(
+    'Over a limit of your plan: "rate_limit_exceeded" (messages in the window, replies at once) or '
+    '"insufficient_quota" (the monthly tokens). The Retry-After header says when to try again, in seconds.'
+)
 
 
 def _uuid_path(name: str, description: str) -> OpenApiParameter:
@@ -78,7 +83,10 @@ class DjinnApi(APIView):
         self.request.accepted_media_type = JSONRenderer.media_type
         for error_class, status_code in ERROR_STATUS:
             if isinstance(exc, error_class):
-                return Response({"detail": exc.message, "code": exc.code}, status=status_code)
+                response = Response({"detail": exc.message, "code": exc.code}, status=status_code)
+                if isinstance(exc, LimitReached):
+                    response["Retry-After"] = str(exc.retry_after_s)
+                return response
         response = super().handle_exception(exc)
         if isinstance(exc, exceptions.ValidationError):
             field_errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
@@ -155,7 +163,13 @@ class ConversationListCreateApi(DjinnApi):
         tags=["Conversations"],
         description="Start a conversation with its first message; the reply is queued at once.",
         request=s.ConversationCreateInputSerializer,
-        responses={201: s.TurnOutputSerializer, 400: SEND_BAD_INPUT, 401: UNAUTHENTICATED, 403: FORBIDDEN_WRITE},
+        responses={
+            201: s.TurnOutputSerializer,
+            400: SEND_BAD_INPUT,
+            401: UNAUTHENTICATED,
+            403: FORBIDDEN_WRITE,
+            429: LIMITED,
+        },
     )
     def post(self, request: Request) -> Response:
         data = _valid(s.ConversationCreateInputSerializer, request.data)
@@ -236,6 +250,7 @@ class ConversationDetailApi(DjinnApi):
 TURN_RESPONSES = {
     201: s.TurnOutputSerializer,
     400: SEND_BAD_INPUT,
+    429: LIMITED,
     401: UNAUTHENTICATED,
     403: FORBIDDEN_WRITE,
     404: NOT_FOUND,

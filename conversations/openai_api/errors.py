@@ -23,8 +23,10 @@ class OpenAIError(Exception):
         type: str = INVALID_REQUEST,
         param: str | None = None,
         code: str | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
+        self.retry_after_s = retry_after_s  # sent as Retry-After (the SDK waits that long before retrying)
         self.message = message
         self.status = status
         self.type = type

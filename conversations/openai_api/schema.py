@@ -40,7 +40,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
         "the parameter.",
         401: "Missing or invalid API key (`code`: invalid_api_key).",
         403: "The account may not use the API yet (e-mail address not verified).",
-        404: "Unknown or disabled model (`code`: model_not_found).",
+        404: "Unknown or disabled model, or one the plan does not include (`code`: model_not_found).",
+        429: "Over a limit of the plan (`code`: rate_limit_exceeded for requests or tokens per minute and replies "
+        "at once, insufficient_quota for the monthly tokens); `Retry-After` says when to try again, in seconds.",
         503: "No worker could serve the request in time.",
     }
     return {
@@ -286,7 +288,7 @@ PATHS: dict[str, Any] = {
                         "text/event-stream": {"schema": _ref("V1ChatCompletionChunk")},
                     },
                 },
-                **_errors(400, 401, 403, 404, 503),
+                **_errors(400, 401, 403, 404, 429, 503),
             },
         }
     },

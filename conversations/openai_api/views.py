@@ -25,11 +25,13 @@ from rest_framework.exceptions import AuthenticationFailed
 from accounts.authentication import INVALID_API_KEY, ApiKeyAuthentication
 from accounts.models import ApiKey, User
 from config.errors import UNAVAILABLE_ERRORS, unavailable_response
+from conversations import limits
 from conversations.completions import StartedCompletion, completion_start, read_logprobs
-from conversations.errors import ContextTooLong, InvalidInput, NotAllowed
+from conversations.errors import ContextTooLong, InvalidInput, LimitReached, NotAllowed
+from conversations.generations import completion_charge_streamed
 from conversations.openai_api import responses
 from conversations.openai_api.errors import SERVER_ERROR, OpenAIError
-from conversations.openai_api.streaming import GENERATION_LOST, choice_events
+from conversations.openai_api.streaming import GENERATION_LOST, WORKER_STOPPED, choice_events
 from conversations.openai_api.validation import ChatRequest, parse_chat_request
 from inference.engine import EngineError
 from inference.models import LLMModel
@@ -63,10 +65,14 @@ def openai_view(*methods: str) -> Callable[[View], View]:
                         code="method_not_allowed",
                     )
                 response = await view(request, *args, **kwargs)
+                await _add_rate_headers(request, response)
             except OpenAIError as exc:
                 response = exc.response()
                 if exc.status == 405:
                     response["Allow"] = ", ".join(methods)
+                if exc.retry_after_s is not None:
+                    response["Retry-After"] = str(exc.retry_after_s)
+                await _add_rate_headers(request, response)
             except UNAVAILABLE_ERRORS as exc:
                 # PostgreSQL or Redis out of reach: a 503 to retry (the SDK retries it by itself).
                 logger.warning("Service unavailable for %s %s: %s", request.method, request.path, exc)
@@ -85,15 +91,18 @@ def openai_view(*methods: str) -> Callable[[View], View]:
 
 @openai_view("GET")
 async def models(request: HttpRequest) -> HttpResponse:
-    await _authenticate(request)
-    return JsonResponse(responses.model_list([model async for model in model_list_enabled()]))
+    user, _key = await _authenticate(request)
+    plan = await sync_to_async(limits.limits_of)(user.pk)
+    found = [model async for model in model_list_enabled() if plan.allows_model(model.name)]
+    return JsonResponse(responses.model_list(found))
 
 
 @openai_view("GET")
 async def model(request: HttpRequest, model_id: str) -> HttpResponse:
-    await _authenticate(request)
+    user, _key = await _authenticate(request)
+    plan = await sync_to_async(limits.limits_of)(user.pk)
     found = await model_list_enabled().filter(name=model_id).afirst()
-    if found is None:
+    if found is None or not plan.allows_model(found.name):
         raise _model_not_found(model_id)
     return JsonResponse(responses.model_object(found))
 
@@ -110,14 +119,15 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         choices=[responses.Choice(index) for index in range(len(started.generation_ids))],
         logprobs=chat.logprobs,
     )
+    charge = _LostCharge(user.pk, api_key.pk, started)
     if chat.stream:
         response = StreamingHttpResponse(
-            _sse(completion, started.generation_ids, chat), content_type="text/event-stream; charset=utf-8"
+            _sse(completion, started.generation_ids, chat, charge), content_type="text/event-stream; charset=utf-8"
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: pass each chunk on at once
         return response
-    await _collect(completion, started.generation_ids)
+    await _collect(completion, started.generation_ids, charge)
     return JsonResponse(completion.object())
 
 
@@ -130,7 +140,22 @@ async def not_found(request: HttpRequest) -> HttpResponse:
 
 
 async def _authenticate(request: HttpRequest) -> tuple[User, ApiKey]:
-    return await sync_to_async(_authenticate_key)(request)
+    user, api_key = await sync_to_async(_authenticate_key)(request)
+    request.djinn_api_user = user  # type: ignore[attr-defined]  # for the x-ratelimit-* headers
+    return user, api_key
+
+
+async def _add_rate_headers(request: HttpRequest, response: HttpResponse) -> None:
+    """OpenAI's x-ratelimit-* headers on every answer to a known key: the plan's API requests and tokens per
+    minute, what is left of them now, and when each is whole again. A limit the plan does not set is left out."""
+    user = getattr(request, "djinn_api_user", None)
+    if user is None:
+        return
+    try:
+        for name, value in (await sync_to_async(limits.rate_headers)(user.pk)).items():
+            response[name] = value
+    except UNAVAILABLE_ERRORS:
+        logger.warning("No x-ratelimit headers: Redis or PostgreSQL is away")
 
 
 def _authenticate_key(request: HttpRequest) -> tuple[User, ApiKey]:
@@ -164,6 +189,14 @@ async def _start(user: User, api_key: ApiKey, chat: ChatRequest) -> StartedCompl
         raise OpenAIError(exc.message, param="messages", code=ContextTooLong.code) from None
     except NotAllowed as exc:
         raise OpenAIError(exc.message, status=403, code="not_allowed") from None
+    except LimitReached as exc:
+        raise OpenAIError(
+            exc.message,
+            status=429,
+            type="insufficient_quota" if exc.code == "insufficient_quota" else "requests",
+            code=exc.code,
+            retry_after_s=exc.retry_after_s,
+        ) from None
     except InvalidInput as exc:
         raise OpenAIError(exc.message, code="invalid_value") from None
     except EngineError:
@@ -209,7 +242,27 @@ async def _logprobs_of(
     return found
 
 
-async def _collect(completion: responses.Completion, generation_ids: list[UUID]) -> None:
+class _LostCharge:
+    """Charges a choice whose worker died mid-way for what it had streamed (``generation_lost`` with
+    WORKER_STOPPED: the worker's heartbeat stopped; nobody else will record its usage until a redelivery)."""
+
+    def __init__(self, user_id: int, api_key_id: int, started: StartedCompletion) -> None:
+        self.request = {
+            "user_id": user_id,
+            "api_key_id": api_key_id,
+            "model": started.model,
+            "prompt_tokens": started.prompt_tokens,
+        }
+
+    async def __call__(self, generation_id: UUID, event: dict[str, Any]) -> None:
+        if event.get("code") == GENERATION_LOST and event.get("message") == WORKER_STOPPED:
+            try:
+                await sync_to_async(completion_charge_streamed)(generation_id, self.request)
+            except UNAVAILABLE_ERRORS:
+                logger.warning("Could not charge lost completion %s now", generation_id)
+
+
+async def _collect(completion: responses.Completion, generation_ids: list[UUID], charge: _LostCharge) -> None:
     """Read every choice to its end into ``completion``. Raises OpenAIError for a failed generation."""
     async with aclosing(choice_events(generation_ids)) as batches:
         async for batch in batches:
@@ -223,10 +276,13 @@ async def _collect(completion: responses.Completion, generation_ids: list[UUID])
                     choice.finish_reason = event["finish_reason"]
                     choice.usage = event["usage"]
                 else:
+                    await charge(generation_ids[index], event)
                     raise _stream_error(event)
 
 
-async def _sse(completion: responses.Completion, generation_ids: list[UUID], chat: ChatRequest) -> AsyncIterator[str]:
+async def _sse(
+    completion: responses.Completion, generation_ids: list[UUID], chat: ChatRequest, charge: _LostCharge
+) -> AsyncIterator[str]:
     """The chunks of a streamed completion. Leaving early (the client went away: Django cancels this
     iterator) cancels the generations still running, through choice_events."""
     usage_field = chat.include_usage
@@ -255,6 +311,7 @@ async def _sse(completion: responses.Completion, generation_ids: list[UUID], cha
                         reason = event["finish_reason"]
                         chunks.append(completion.chunk(index, {}, finish_reason=reason, with_usage_field=usage_field))
                     else:
+                        await charge(generation_ids[index], event)
                         yield "".join(chunks) + responses.sse(_stream_error(event).body())
                         return
                 yield "".join(chunks)

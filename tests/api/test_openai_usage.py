@@ -139,6 +139,24 @@ def test_a_redelivered_completion_whose_worker_died_ends_its_stream_with_an_erro
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("llm_model")
+def test_a_completion_whose_worker_died_is_charged_for_what_it_streamed_once():
+    user = UserFactory()
+    generation = uuid.uuid4()
+    get_redis().set(f"djinn:gen:{generation}:claim", "1", ex=60)  # claimed by a worker that then died
+    writer = streams.StreamWriter(generation)
+    writer._append("delta", text="Half", tokens=2)
+    writer._append("delta", text=" a reply", tokens=5)
+    payload = {**completion_payload(user), "prompt_tokens": 9}
+
+    generations.completion_generate(generation, payload)  # a redelivery finds it orphaned
+    generations.completion_charge_streamed(generation, payload)  # and its reader noticed too
+
+    usage = UsageRecord.objects.get()
+    assert (usage.generation_id, usage.prompt_tokens, usage.completion_tokens) == (generation, 9, 5)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("llm_model")
 def test_a_completion_whose_reader_is_gone_before_it_starts_runs_nothing_and_charges_nothing():
     user = UserFactory()
     generation = uuid.uuid4()  # no lease: its client left (or its web process died) while it was queued

@@ -418,6 +418,29 @@ def test_a_message_over_the_models_context_is_refused_before_any_work(user, queu
     run(scenario)
 
 
+@pytest.mark.plan_limits
+def test_a_third_reply_at_once_on_free_is_refused_with_when_to_try_again_and_nothing_is_kept(user, queued):
+    async def scenario():
+        async with chat_socket(user) as socket:
+            await send_message(socket, "One")
+            await send_message(socket, "Two")  # Free writes 2 replies at once; neither has finished
+            await socket.send_json_to({"type": "message.send", "client_id": "c3", "content": "Three"})
+            answer = await receive(socket)
+
+        assert (answer["type"], answer["code"], answer["limit"], answer["client_id"]) == (
+            "error",
+            "rate_limit_exceeded",
+            "concurrent",
+            "c3",
+        )
+        assert answer["retry_after_s"] >= 1
+        assert "The Free plan writes 2 replies at once" in answer["message"]
+        assert len(queued) == 2
+        assert await database_sync_to_async(Conversation.objects.count)() == 2
+
+    run(scenario)
+
+
 # Branches and the sidebar --------------------------------------------------------------------------
 
 

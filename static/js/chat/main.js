@@ -213,7 +213,9 @@ function onError(code, message, clientId) {
     for (const article of pending.articles) article.remove();
     if (!input.value.trim()) input.value = pending.content;
     autosize();
-    showComposerError(message);
+    // Over a plan's limit: the message says when to send again; the link shows the plans with more.
+    const limited = code === "rate_limit_exceeded" || code === "insufficient_quota";
+    showComposerError(message, limited ? { href: data.billing_url, text: "See plans and usage" } : null);
     updateComposer();
     return;
   }
@@ -271,9 +273,19 @@ function announce(message) {
   window.setTimeout(() => (announcer.textContent = message), 50);
 }
 
-/** @param {string} message */
-function showComposerError(message) {
+/**
+ * @param {string} message
+ * @param {{ href: string, text: string } | null} [link]
+ */
+function showComposerError(message, link = null) {
   composerError.textContent = message;
+  if (link) {
+    const anchor = document.createElement("a");
+    anchor.href = link.href;
+    anchor.textContent = link.text;
+    anchor.dataset.upgradeLink = "";
+    composerError.append(" ", anchor);
+  }
   composerError.hidden = false;
 }
 

@@ -49,6 +49,7 @@
  * @property {string} default_model
  * @property {string} logo_url
  * @property {string} login_url
+ * @property {string} billing_url
  */
 
 export {};
