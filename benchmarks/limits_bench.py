@@ -5,7 +5,8 @@ script), its release, and the x-ratelimit-* headers' read, each timed alone agai
 
 Limits are the seeded Free plan's with no monthly budget (so no database is read: the steady state, where a
 user's limits are cached and their month's counter exists). Prints the median over rounds of p50 and p90
-per step, in microseconds, and the sum of the steps a completion request pays (goal: under 1 ms at p50).
+per step, in microseconds, and the sum of the steps a /v1 request pays (goal: under 1 ms at p50); the release
+(or settle) is the worker's, when the generation ends.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 GOAL_P50_US = 1000
+REQUEST_STEPS = ("limits", "reserve", "headers")  # release runs in the worker, off the request's path
 
 
 def setup_django() -> None:
@@ -72,7 +74,7 @@ def one_round(requests: int) -> dict[str, list[float]]:
                 deadline_s=900,
             )
             reserved = time.perf_counter()
-            door.rate_headers(user_id)
+            door.rate_headers(user_id, limits)
             headed = time.perf_counter()
             quotas.release(user_id=user_id, generation_id=generation)
             released = time.perf_counter()
@@ -95,14 +97,16 @@ def main() -> None:
     one_round(200)  # warm-up: connections, scripts loaded
     rounds = [one_round(args.requests) for _ in range(args.rounds)]
     print(f"plan-limit check, {args.requests} requests x {args.rounds} rounds (medians of each round's figure, µs)")
-    total_p50 = 0.0
+    request_p50 = 0.0
     for step in ("limits", "reserve", "headers", "release"):
         p50 = statistics.median(percentile(r[step], 50) for r in rounds)
         p90 = statistics.median(percentile(r[step], 90) for r in rounds)
-        total_p50 += p50
-        print(f"  {step:<8} p50 {p50:7.0f}  p90 {p90:7.0f}")
-    verdict = "meets" if total_p50 < GOAL_P50_US else "MISSES"
-    print(f"  a completion pays all four: p50 sum {total_p50:.0f} µs ({verdict} the {GOAL_P50_US} µs goal)")
+        request_p50 += p50 if step in REQUEST_STEPS else 0.0
+        where = "the request" if step in REQUEST_STEPS else "the worker, when the generation ends"
+        print(f"  {step:<8} p50 {p50:7.0f}  p90 {p90:7.0f}   ({where})")
+    verdict = "meets" if request_p50 < GOAL_P50_US else "MISSES"
+    goal = f"{verdict} the {GOAL_P50_US} µs goal"
+    print(f"  a /v1 request pays limits + reserve + headers: p50 {request_p50:.0f} µs ({goal})")
 
 
 if __name__ == "__main__":

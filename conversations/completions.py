@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from accounts.billing.quotas import Limits
 from accounts.models import User
 from accounts.selectors import user_can_chat
 from conversations import limits, prompts
@@ -57,8 +58,11 @@ class StartedCompletion:
     prompt_tokens: int
 
 
-def completion_start(*, user: User, api_key_id: int | None, request: CompletionRequest) -> StartedCompletion:
-    """Enqueue the generations of ``request`` (one per choice) for ``user``, charged to ``api_key_id``.
+def completion_start(
+    *, user: User, api_key_id: int | None, request: CompletionRequest, plan: Limits | None = None
+) -> StartedCompletion:
+    """Enqueue the generations of ``request`` (one per choice) for ``user``, charged to ``api_key_id``, under
+    the limits ``plan`` (the user's, read now, when not given).
 
     Raises LLMModel.DoesNotExist (unknown or disabled model, or one the user's plan does not include),
     NotAllowed, InvalidInput (a parameter the engine refuses), ContextTooLong (the messages, or the messages
@@ -66,7 +70,7 @@ def completion_start(*, user: User, api_key_id: int | None, request: CompletionR
     """
     if not user_can_chat(user):
         raise NotAllowed("Verify your e-mail address before using the API.")
-    plan = limits.limits_of(user.pk)
+    plan = plan or limits.limits_of(user.pk)
     model = model_get(request.model)
     if not plan.allows_model(model.name):
         raise LLMModel.DoesNotExist(request.model)

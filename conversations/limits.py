@@ -32,10 +32,10 @@ def limits_of(user_id: int) -> Limits:
     return quotas.limits_of(user_id=user_id)
 
 
-def rate_headers(user_id: int) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers for the user's API requests and tokens per minute (a limit the plan
-    does not set is left out)."""
-    room = quotas.headroom(user_id=user_id, limits=limits_of(user_id))
+def rate_headers(user_id: int, plan: Limits) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the user's API requests and tokens per minute under ``plan`` (a
+    limit the plan does not set is left out)."""
+    room = quotas.headroom(user_id=user_id, limits=plan)
     headers: dict[str, str] = {}
     if room.requests_limit is not None:
         headers["x-ratelimit-limit-requests"] = str(room.requests_limit)

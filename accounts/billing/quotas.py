@@ -5,10 +5,10 @@ by one Lua script that checks every limit and writes nothing unless all pass, so
 can never overshoot a limit by racing each other:
 
 - concurrent generations: the user's live reservations, a hash ``live`` of generation id ->
-  ``<deadline ms>|<tokens>|<api 0/1>``. A reservation ends when it is settled; one whose deadline has passed
-  and whose generation has no worker heart-beating (the key ``alive_key``) is dropped by the next reserve, so
-  a worker that dies holds nothing for ever. The deadline is the queue timeout while it waits and
-  CLAIM_GRACE_S from the moment a worker claims it (:func:`claimed`);
+  ``<deadline ms>|<tokens>|<tokens-per-minute limit it took from, or -1>``. A reservation ends when it is
+  settled; one whose deadline has passed and whose generation has no worker heart-beating (the key
+  ``alive_key``) is dropped by the next reserve, so a worker that dies holds nothing for ever. The deadline
+  is the queue timeout while it waits and CLAIM_GRACE_S from the moment a worker claims it (:func:`claimed`);
 - chat messages per rolling window, API requests per minute: sliding logs (sorted sets scored by time), so
   exactly N are admitted in any window;
 - API tokens per minute: a bucket refilled continuously (OpenAI's rule); a request takes its estimate
@@ -99,9 +99,9 @@ if is_api and tpm >= 0 then
   redis.call('HSET', bucket, 't', tostring(left), 'at', now)
   redis.call('PEXPIRE', bucket, 120000)
 end
-local api = is_api and tpm >= 0 and '1' or '0'
+local took = (is_api and tpm >= 0) and tpm or -1
 for i = 0, n - 1 do
-  redis.call('HSET', live, ARGV[first + i], deadline .. '|' .. each .. '|' .. api)
+  redis.call('HSET', live, ARGV[first + i], deadline .. '|' .. each .. '|' .. took)
 end
 redis.call('PEXPIRE', live, math.max(deadline - now, 0) + 86400000)
 if is_message and messages >= 0 then
@@ -116,18 +116,20 @@ return {1}
 """
 
 # Ends the reservation ARGV[1]: adds ARGV[2] tokens to the month (-1: none, a release) and gives the
-# tokens-per-minute bucket back what the generation did not use (ARGV[3]: the limit, ARGV[4]: now). A
-# reservation already ended counts nothing: settling twice (a redelivered task) charges once.
+# tokens-per-minute bucket back what the generation did not use (ARGV[3]: now); the entry says how many it
+# took and the bucket's limit then. A reservation already ended counts nothing: settling twice (a
+# redelivered task) charges once.
 _SETTLE_LUA = """
 local live, month, bucket = KEYS[1], KEYS[2], KEYS[3]
-local id, used, tpm, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local id, used, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local value = redis.call('HGET', live, id)
 if value then redis.call('HDEL', live, id) end
 if value and used >= 0 and redis.call('EXISTS', month) == 1 then redis.call('INCRBY', month, used) end
-if value and tpm >= 0 then
-  local _, tokens, api = string.match(value, '^(%d+)|(%d+)|(%d)')
+if value then
+  local _, tokens, tpm = string.match(value, '^(%d+)|(%d+)|(-?%d+)')
+  tpm = tonumber(tpm)
   local refund = tonumber(tokens) - math.max(used, 0)
-  if api == '1' and refund > 0 then
+  if tpm > 0 and refund > 0 then
     local state = redis.call('HMGET', bucket, 't', 'at')
     local left, at = tonumber(state[1]), tonumber(state[2])
     if left then
@@ -154,9 +156,9 @@ local reqs, bucket = KEYS[1], KEYS[2]
 local now, rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local req_left, req_reset, tok_left, tok_reset = -1, 0, -1, 0
 if rpm >= 0 then
-  local recent = redis.call('ZRANGEBYSCORE', reqs, now - 60000, '+inf', 'WITHSCORES')
-  req_left = math.max(0, rpm - #recent / 2)
-  if #recent > 0 then req_reset = math.max(0, tonumber(recent[#recent]) + 60000 - now) end
+  req_left = math.max(0, rpm - redis.call('ZCOUNT', reqs, now - 60000, '+inf'))
+  local newest = redis.call('ZRANGE', reqs, -1, -1, 'WITHSCORES')
+  if #newest > 0 then req_reset = math.max(0, tonumber(newest[2]) + 60000 - now) end
 end
 if tpm >= 0 then
   local state = redis.call('HMGET', bucket, 't', 'at')
@@ -407,8 +409,7 @@ def month_used(*, user_id: int) -> int:
 def _end(user_id: int, generation_id: str, used: int) -> None:
     now = _now_ms()
     live, _msgs, _reqs, bucket, month = _keys(user_id, now)
-    limits = limits_of(user_id=user_id)
-    _script(_SETTLE_LUA)(keys=[live, month, bucket], args=[generation_id, used, _arg(limits.tokens_per_minute), now])
+    _script(_SETTLE_LUA)(keys=[live, month, bucket], args=[generation_id, used, now])
 
 
 def _refusal(kind: str, limits: Limits, retry_after_s: int, *, tokens: int) -> LimitReached:

@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import AuthenticationFailed
 
 from accounts.authentication import INVALID_API_KEY, ApiKeyAuthentication
+from accounts.billing.quotas import Limits
 from accounts.models import ApiKey, User
 from config.errors import UNAVAILABLE_ERRORS, unavailable_response
 from conversations import limits
@@ -91,16 +92,16 @@ def openai_view(*methods: str) -> Callable[[View], View]:
 
 @openai_view("GET")
 async def models(request: HttpRequest) -> HttpResponse:
-    user, _key = await _authenticate(request)
-    plan = await sync_to_async(limits.limits_of)(user.pk)
+    await _authenticate(request)
+    plan = request.djinn_limits  # type: ignore[attr-defined]
     found = [model async for model in model_list_enabled() if plan.allows_model(model.name)]
     return JsonResponse(responses.model_list(found))
 
 
 @openai_view("GET")
 async def model(request: HttpRequest, model_id: str) -> HttpResponse:
-    user, _key = await _authenticate(request)
-    plan = await sync_to_async(limits.limits_of)(user.pk)
+    await _authenticate(request)
+    plan = request.djinn_limits  # type: ignore[attr-defined]
     found = await model_list_enabled().filter(name=model_id).afirst()
     if found is None or not plan.allows_model(found.name):
         raise _model_not_found(model_id)
@@ -111,7 +112,7 @@ async def model(request: HttpRequest, model_id: str) -> HttpResponse:
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     user, api_key = await _authenticate(request)
     chat = parse_chat_request(_json_body(request))
-    started = await _start(user, api_key, chat)
+    started = await _start(user, api_key, chat, request.djinn_limits)  # type: ignore[attr-defined]
     completion = responses.Completion(
         id=f"chatcmpl-{started.generation_ids[0].hex}",
         model=started.model,
@@ -140,8 +141,10 @@ async def not_found(request: HttpRequest) -> HttpResponse:
 
 
 async def _authenticate(request: HttpRequest) -> tuple[User, ApiKey]:
+    """The key's user and key; the user's plan limits are kept on the request (``djinn_limits``), read in the
+    same trip to a thread, for the view and the x-ratelimit-* headers."""
     user, api_key = await sync_to_async(_authenticate_key)(request)
-    request.djinn_api_user = user  # type: ignore[attr-defined]  # for the x-ratelimit-* headers
+    request.djinn_api_user = user  # type: ignore[attr-defined]
     return user, api_key
 
 
@@ -152,7 +155,8 @@ async def _add_rate_headers(request: HttpRequest, response: HttpResponse) -> Non
     if user is None:
         return
     try:
-        for name, value in (await sync_to_async(limits.rate_headers)(user.pk)).items():
+        headers = await sync_to_async(limits.rate_headers)(user.pk, request.djinn_limits)  # type: ignore[attr-defined]
+        for name, value in headers.items():
             response[name] = value
     except UNAVAILABLE_ERRORS:
         logger.warning("No x-ratelimit headers: Redis or PostgreSQL is away")
@@ -165,6 +169,7 @@ def _authenticate_key(request: HttpRequest) -> tuple[User, ApiKey]:
         raise OpenAIError(str(exc.detail), status=401, code=INVALID_API_KEY) from None
     if result is None:
         raise OpenAIError(NO_KEY, status=401, code=INVALID_API_KEY)
+    request.djinn_limits = limits.limits_of(result[0].pk)  # type: ignore[attr-defined]
     return result
 
 
@@ -180,9 +185,14 @@ def _json_body(request: HttpRequest) -> Any:
         ) from None
 
 
-async def _start(user: User, api_key: ApiKey, chat: ChatRequest) -> StartedCompletion:
+async def _start(user: User, api_key: ApiKey, chat: ChatRequest, request_limits: Limits) -> StartedCompletion:
     try:
-        return await sync_to_async(completion_start)(user=user, api_key_id=api_key.pk, request=chat.completion)
+        return await sync_to_async(completion_start)(
+            user=user,
+            api_key_id=api_key.pk,
+            request=chat.completion,
+            plan=request_limits,
+        )
     except LLMModel.DoesNotExist:
         raise _model_not_found(chat.completion.model) from None
     except ContextTooLong as exc:
