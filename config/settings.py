@@ -335,7 +335,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # generation, so a reply is not handed out again while it is still running (a second delivery of a running one
 # does nothing anyway).
 DJINN_BROKER_VISIBILITY_TIMEOUT_S = env_int("DJINN_BROKER_VISIBILITY_TIMEOUT_S", 2 * 60 * 60, minimum=10)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": DJINN_BROKER_VISIBILITY_TIMEOUT_S}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": DJINN_BROKER_VISIBILITY_TIMEOUT_S,
+    # Every worker looks for messages a dead worker left unacknowledged every 10 s. kombu's default scans on one
+    # look in ten: a task prefetched by a worker that was then killed came back up to 100 s after its
+    # visibility timeout (found by the fault suite's scenario 2: a reply waited 61 s for nobody).
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+}
 # A reply task that died before it could claim its reply (its worker stopped) is given up after this many
 # deliveries.
 DJINN_TASK_MAX_DELIVERIES = env_int("DJINN_TASK_MAX_DELIVERIES", 3, minimum=1)
