@@ -171,10 +171,12 @@ def check_owners(result: Result, followed: list[Followed], accounts: list[Accoun
 
 def check_ledger(result: Result, generations: list[str]) -> None:
     """One usage record per generation that ended (completed or cancelled), equal to the tokens its stream or
-    its row says it made; none for a failed one; never two."""
+    its row says it made; none for a failed one, but a completion whose worker died is charged for what it
+    streamed; never two."""
     from django.db.models import Count
 
     from accounts.models import UsageRecord
+    from conversations.generations import COMPLETION_ORPHANED as ORPHANED
     from conversations.models import Message
 
     mismatches = []
@@ -202,8 +204,15 @@ def check_ledger(result: Result, generations: list[str]) -> None:
                 mismatches.append(
                     f"completion {generation}: {record and record.completion_tokens} charged, {made} made"
                 )
-        elif record is not None and any(e["type"] == "error" for e in events):
-            mismatches.append(f"failed completion {generation} charged {record.completion_tokens}")
+        elif any(e["type"] == "error" for e in events) or (events and not done):
+            # Failed: charged nothing, unless its worker died mid-way (orphaned, or no end written): then
+            # charged for what it streamed, the tokens its last delta counted.
+            deltas = [e for e in events if e["type"] == "delta"]
+            orphaned = not any(e["type"] == "error" for e in events) or events[-1].get("message") == ORPHANED
+            streamed = int(deltas[-1].get("tokens") or 0) if deltas and orphaned else 0
+            charged = record.completion_tokens if record is not None else 0
+            if charged != streamed:
+                mismatches.append(f"failed completion {generation} charged {charged}, streamed {streamed}")
     result.figures["ledger_checked"] = len(generations)
     result.figures["ledger_mismatches"] = len(mismatches) + duplicates
     result.violations += mismatches[:10]

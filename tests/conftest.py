@@ -44,9 +44,12 @@ def _plans(request: pytest.FixtureRequest):
             yield
             return
         request.getfixturevalue(requested.pop())
+    from accounts.billing import quotas
     from tests.billing import plans_seed, unlimited_default
 
     plans_seed()
     if request.node.get_closest_marker("plan_limits") is None:
         unlimited_default()
+    else:
+        quotas.limits_forget()  # limits this process kept from an earlier test
     yield

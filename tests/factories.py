@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import timedelta
+
 import factory
 from django.utils import timezone
 
-from accounts.models import User
+from accounts.models import UsageRecord, User
+from accounts.usage import usage_record
 
 DEFAULT_PASSWORD = "correct-horse-battery-staple"
 
@@ -24,3 +28,31 @@ class UserFactory(factory.django.DjangoModelFactory):
     def _save(obj: User, create: bool, extracted: object, **kwargs: object) -> None:
         if create:
             obj.save()
+
+
+def usage_made(
+    user: User,
+    *,
+    days_ago: int = 0,
+    prompt: int = 10,
+    completion: int = 5,
+    cached: int = 0,
+    source: str = "chat",
+    model: str = "smollm2-135m-instruct",
+    api_key_id: int | None = None,
+) -> UsageRecord:
+    """A usage record of ``user``, as a worker writes one, made ``days_ago`` days ago."""
+    entry = usage_record(
+        user_id=user.pk,
+        generation_id=uuid.uuid4(),
+        model=model,
+        source=source,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        api_key_id=api_key_id,
+    )
+    if days_ago:
+        entry.created_at = timezone.now() - timedelta(days=days_ago)
+        UsageRecord.objects.filter(pk=entry.pk).update(created_at=entry.created_at)
+    return entry

@@ -31,7 +31,7 @@ from typing import Any
 
 import redis
 from django.core.cache import cache
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
@@ -40,6 +40,10 @@ from accounts.billing.models import Plan, Subscription
 from accounts.models import UsageRecord
 
 LIMITS_CACHE_S = 60
+# Each process also keeps limits it read for a few seconds: a request then reads them without a round trip.
+LOCAL_LIMITS_S = 10
+LOCAL_LIMITS_MAX = 10_000
+_local_limits: dict[int, tuple[float, Limits]] = {}
 CACHE_AWAY = (ConnectionInterrupted, redis.RedisError)
 CLAIM_GRACE_S = 30  # from a worker's claim to the first heartbeat of its generation, with room to spare
 UNLIMITED = -1
@@ -251,15 +255,28 @@ def plan_of(*, user_id: int) -> tuple[Plan, Subscription | None]:
 
 
 def limits_of(*, user_id: int) -> Limits:
-    """The user's limits, cached for LIMITS_CACHE_S (forgotten at once when their subscription or any plan
-    changes through the services)."""
+    """The user's limits: kept in this process for LOCAL_LIMITS_S, in the shared cache for LIMITS_CACHE_S.
+    A change of subscription or plan through the services or the admin forgets them at once in the shared
+    cache and in this process; other processes see it within LOCAL_LIMITS_S."""
+    now = time.monotonic()
+    local = _local_limits.get(user_id)
+    if local is not None and local[0] > now:
+        return local[1]
+    limits = _shared_limits(user_id)
+    if len(_local_limits) >= LOCAL_LIMITS_MAX:
+        _local_limits.clear()
+    _local_limits[user_id] = (now + LOCAL_LIMITS_S, limits)
+    return limits
+
+
+def _shared_limits(user_id: int) -> Limits:
     key = _limits_cache_key(user_id)
     try:
         limits = cache.get(key)
     except CACHE_AWAY:  # Redis away: read the plan from PostgreSQL (what needs no Redis keeps working)
-        return Limits.of(plan_of(user_id=user_id)[0])
+        return Limits.of(_plan_now(user_id))
     if limits is None:
-        limits = Limits.of(plan_of(user_id=user_id)[0])
+        limits = Limits.of(_plan_now(user_id))
         try:
             cache.set(key, limits, LIMITS_CACHE_S)
         except CACHE_AWAY:
@@ -267,11 +284,23 @@ def limits_of(*, user_id: int) -> Limits:
     return limits
 
 
+def _plan_now(user_id: int) -> Plan:
+    """:func:`plan_of`'s plan in one query (a burst of requests from users whose limits are not cached yet
+    each makes it): the plan a granting subscription gives, else the default plan."""
+    granted = Q(subscriptions__user_id=user_id, subscriptions__status__in=Subscription.GRANTS_PLAN)
+    plan = Plan.objects.filter(granted | Q(is_default=True)).order_by("is_default").first()
+    if plan is None:
+        raise Plan.DoesNotExist("No plan is marked default: mark one in the admin (Plans).")
+    return plan
+
+
 def limits_forget(*, user_id: int | None = None) -> None:
     """Forget cached limits: one user's (a subscription changed), or everyone's (a plan changed)."""
     if user_id is None:
+        _local_limits.clear()
         cache.delete_pattern(_limits_cache_key("*"))
     else:
+        _local_limits.pop(user_id, None)
         cache.delete(_limits_cache_key(user_id))
 
 

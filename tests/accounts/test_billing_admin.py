@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -17,11 +16,10 @@ from django.utils import timezone
 from accounts.billing import quotas
 from accounts.billing.export import COLUMNS
 from accounts.billing.services import subscription_comp
-from accounts.models import ActiveDay, Plan, Subscription, UsageDay, UsageRecord
-from accounts.usage import usage_record
+from accounts.models import ActiveDay, Plan, Subscription, UsageDay
 from conversations.models import Message, ReplyDay
 from tests.conversations.factories import ConversationFactory, add_exchange
-from tests.factories import UserFactory
+from tests.factories import UserFactory, usage_made
 
 pytestmark = pytest.mark.django_db
 
@@ -30,21 +28,6 @@ pytestmark = pytest.mark.django_db
 def staff(client):
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
     return client
-
-
-def record(user, *, source="chat", model="m1", prompt=10, completion=5, days_ago=0, api_key=None):
-    made = usage_record(
-        user_id=user.pk,
-        generation_id=uuid.uuid4(),
-        model=model,
-        source=source,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        api_key_id=api_key,
-    )
-    if days_ago:
-        UsageRecord.objects.filter(pk=made.pk).update(created_at=made.created_at - timedelta(days=days_ago))
-    return made
 
 
 def test_staff_comp_a_plan_in_the_admin_and_it_applies_at_once(staff):
@@ -97,9 +80,9 @@ def test_editing_a_plan_in_the_admin_changes_its_users_limits_at_once(staff):
 
 def test_the_usage_list_shows_the_totals_of_what_is_filtered(staff):
     ada, bob = UserFactory(), UserFactory()
-    record(ada, prompt=100, completion=20)
-    record(ada, source="api", prompt=7, completion=3)
-    record(bob, prompt=1000, completion=1)
+    usage_made(ada, prompt=100, completion=20)
+    usage_made(ada, source="api", prompt=7, completion=3)
+    usage_made(bob, prompt=1000, completion=1)
 
     response = staff.get(reverse("admin:accounts_usagerecord_changelist"), {"source__exact": "chat"})
 
@@ -113,7 +96,7 @@ def test_the_usage_list_shows_the_totals_of_what_is_filtered(staff):
 
 def test_the_admin_downloads_selected_usage_as_csv_in_the_export_columns(staff):
     user = UserFactory()
-    first = record(user, prompt=3, completion=4)
+    first = usage_made(user, prompt=3, completion=4)
 
     response = staff.post(
         reverse("admin:accounts_usagerecord_changelist"),
@@ -130,7 +113,7 @@ def test_the_admin_downloads_selected_usage_as_csv_in_the_export_columns(staff):
             "user_id": str(user.pk),
             "api_key_prefix": "",
             "source": "chat",
-            "model": "m1",
+            "model": "smollm2-135m-instruct",
             "prompt_tokens": "3",
             "completion_tokens": "4",
             "cached_tokens": "0",
@@ -141,8 +124,8 @@ def test_the_admin_downloads_selected_usage_as_csv_in_the_export_columns(staff):
 
 def test_export_usage_writes_csv_or_jsonl_for_the_days_asked(tmp_path, capsys):
     user = UserFactory()
-    record(user, days_ago=10)
-    recent = record(user, source="api", prompt=1, completion=2)
+    usage_made(user, days_ago=10)
+    recent = usage_made(user, source="api", prompt=1, completion=2)
     since = (timezone.now() - timedelta(days=2)).date().isoformat()
 
     call_command("export_usage", "--since", since, "--format", "jsonl", "--output", str(tmp_path / "u.jsonl"))
@@ -160,11 +143,11 @@ def test_export_usage_writes_csv_or_jsonl_for_the_days_asked(tmp_path, capsys):
 def test_a_days_rollup_counts_users_generations_and_tokens_by_plan_model_and_source_and_can_run_again():
     ada, bob = UserFactory(), UserFactory()
     subscription_comp(user=bob, plan=Plan.objects.get(slug="pro"))
-    record(ada, model="m1", prompt=10, completion=5)
-    record(ada, model="m1", prompt=20, completion=5)
-    record(bob, model="m1", prompt=1, completion=1)
-    record(bob, model="m2", source="api", prompt=100, completion=50)
-    record(bob, days_ago=1)  # another day
+    usage_made(ada, model="m1", prompt=10, completion=5)
+    usage_made(ada, model="m1", prompt=20, completion=5)
+    usage_made(bob, model="m1", prompt=1, completion=1)
+    usage_made(bob, model="m2", source="api", prompt=100, completion=50)
+    usage_made(bob, days_ago=1)  # another day
     reply = add_exchange(ConversationFactory(owner=ada))[1]
     Message.objects.filter(pk=reply.pk).update(ttft_ms=120, model="m1")
     today = timezone.now().date()
@@ -188,7 +171,7 @@ def test_a_days_rollup_counts_users_generations_and_tokens_by_plan_model_and_sou
 
 def test_the_analytics_page_charts_the_rollups_for_staff_only(staff, client):
     user = UserFactory()
-    record(user, model="m1", prompt=300, completion=200)
+    usage_made(user, model="m1", prompt=300, completion=200)
     call_command("rollup_days", "--since", timezone.now().date().isoformat())
 
     page = staff.get(reverse("admin_analytics"))

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from accounts.models import UsageRecord
-from accounts.usage import usage_record
-
-
-def record(user, *, days_ago: int = 0, prompt: int = 10, completion: int = 5, cached: int = 0, source: str = "chat"):
-    entry = usage_record(
-        user_id=user.pk,
-        generation_id=uuid.uuid4(),
-        model="smollm2-135m-instruct",
-        source=source,
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cached_tokens=cached,
-    )
-    UsageRecord.objects.filter(pk=entry.pk).update(created_at=timezone.now() - timedelta(days=days_ago))
-    return entry
+from tests.factories import usage_made as record
 
 
 def test_usage_sums_chat_and_api_generations_per_day(api_client, api_user):

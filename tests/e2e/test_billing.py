@@ -4,7 +4,6 @@ set up (screenshots, light and dark)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -13,10 +12,9 @@ from playwright.sync_api import Page, expect
 
 from accounts.billing.services import subscription_comp
 from accounts.models import Plan
-from accounts.usage import usage_record
 from tests.e2e.conftest import screenshot
 from tests.e2e.test_chat import wait_until_replied
-from tests.factories import UserFactory
+from tests.factories import UserFactory, usage_made
 from tests.stripe_standin import StripeStandin
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("celery_worker", "llm_model")]
@@ -58,16 +56,7 @@ def test_the_message_limit_in_the_chat_says_when_to_send_again_and_links_to_the_
 def test_the_billing_page_shows_the_plan_its_limits_and_daily_tokens(page: Page, sign_in, scheme):
     user = UserFactory()
     for days_ago, source, tokens in [(0, "chat", 1200), (0, "api", 300), (3, "chat", 800), (10, "api", 2000)]:
-        record = usage_record(
-            user_id=user.pk,
-            generation_id=uuid.uuid4(),
-            model="m",
-            source=source,
-            prompt_tokens=tokens,
-            completion_tokens=0,
-        )
-        record.created_at -= timedelta(days=days_ago)
-        record.save(update_fields=["created_at"])
+        usage_made(user, days_ago=days_ago, source=source, prompt=tokens, completion=0)
     page.emulate_media(color_scheme=scheme)
     sign_in(user)
 
@@ -126,16 +115,7 @@ def test_the_admin_analytics_page_charts_the_days(page: Page, sign_in, scheme):
 
     user = UserFactory()
     for days_ago, model, tokens in [(0, "smollm2", 900), (1, "smollm2", 400), (1, "llama", 700), (5, "smollm2", 200)]:
-        record = usage_record(
-            user_id=user.pk,
-            generation_id=uuid.uuid4(),
-            model=model,
-            source="chat",
-            prompt_tokens=tokens,
-            completion_tokens=100,
-        )
-        record.created_at -= timedelta(days=days_ago)
-        record.save(update_fields=["created_at"])
+        usage_made(user, days_ago=days_ago, model=model, prompt=tokens, completion=100)
     call_command("rollup_days", "--since", (timezone.now() - timedelta(days=6)).date().isoformat())
     page.emulate_media(color_scheme=scheme)
     sign_in(UserFactory(is_staff=True, is_superuser=True))
