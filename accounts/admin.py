@@ -3,9 +3,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db import transaction
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
@@ -139,9 +141,25 @@ class UsageRecordAdmin(admin.ModelAdmin):
         return False
 
 
+class PlanForm(forms.ModelForm):
+    """The admin builds it for Plan with the fieldsets' fields."""
+
+    def clean_is_default(self) -> bool:
+        is_default = self.cleaned_data["is_default"]
+        was_default = self.instance.pk is not None and Plan.objects.filter(pk=self.instance.pk, is_default=True)
+        if not is_default and was_default and was_default.exists():
+            raise forms.ValidationError(
+                "Every user without a subscription is on the default plan: make another plan the default instead."
+            )
+        return is_default
+
+
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    """Plans and their limits. A change applies to everyone on the plan at once (cached limits are dropped)."""
+    """Plans and their limits. A change applies to everyone on the plan at once (cached limits are dropped).
+    Making a plan the default takes it from the one that was."""
+
+    form = PlanForm
 
     list_display = (
         "name",
@@ -185,7 +203,10 @@ class PlanAdmin(admin.ModelAdmin):
         return obj.subscriptions.filter(status__in=Subscription.GRANTS_PLAN).count()
 
     def save_model(self, request: HttpRequest, obj: Plan, form: object, change: bool) -> None:
-        super().save_model(request, obj, form, change)
+        with transaction.atomic():
+            if obj.is_default:
+                Plan.objects.filter(is_default=True).exclude(pk=obj.pk).update(is_default=False)
+            super().save_model(request, obj, form, change)
         quotas.limits_forget()
 
     def delete_model(self, request: HttpRequest, obj: Plan) -> None:

@@ -134,8 +134,12 @@ def user_password_change(*, user: User, password: str) -> None:
 
 
 def user_delete(*, user: User) -> None:
-    """Delete the account and everything that belongs to it (foreign keys cascade)."""
+    """Delete the account and everything that belongs to it (foreign keys cascade; usage records are kept,
+    detached). A Stripe subscription it pays for is cancelled first, so it is charged no more."""
+    from accounts.billing import payments  # billing builds on this module
+
     user_id = user.pk
+    payments.subscription_cancel_for_deleted(user=user)
     user.delete()
     logger.info("account deleted", extra={"user_id": user_id})
 

@@ -113,6 +113,10 @@ class Generation(ABC):
         """What saves this kind's partial text and heartbeats (once per pump tick, for all of them)."""
         return None
 
+    def taken_away(self, final: RequestOutput | None) -> None:
+        """Someone else ended it while it ran (deleted, or failed by the sweeper): by default nothing to do."""
+        return None
+
     def logprob_entries(self, output: RequestOutput) -> list[dict[str, Any]]:
         return []
 
@@ -184,7 +188,7 @@ class Generation(ABC):
         if tracked.failure is not None:
             self.fail(self.stream_lost, code="stream_lost", final=final)
         elif tracked.taken_away:
-            return  # deleted, or ended by someone else: its stream has ended already
+            self.taken_away(final)  # deleted, or ended by someone else: its stream has ended already
         elif final is None:
             self.fail(self.engine_failed)
         elif final.finish_reason == "abort" and (tracked.cancel_seen or tracked.reader_gone or self._cancel_flag()):
@@ -502,6 +506,28 @@ class ReplyGeneration(Generation):
                 "Reading the title",
             )
 
+    def taken_away(self, final: RequestOutput | None) -> None:
+        """A reply whose conversation was deleted while it ran is charged for the tokens it made (a reply
+        failed by the sweeper meanwhile was released by it)."""
+        exists = _db(lambda: Message.objects.filter(pk=self.message.pk).exists(), "Reading a reply")
+        if exists:
+            return
+        usage = self.usage(final)
+        if final is None and self.tracked is not None:
+            usage["completion_tokens"] = self.tracked.completion_tokens
+        owner_id = self.message.conversation.owner_id
+        _db(
+            lambda: usage_record(
+                user_id=owner_id,
+                generation_id=self.generation_id,
+                model=self.model_name,
+                source=self.usage_source,
+                **usage,
+            ),
+            f"Charging deleted reply {self.id}",
+        )
+        limits.settle(user_id=owner_id, generation_id=self.generation_id, usage=usage)
+
     def fail(self, reason: str, *, code: str = "generation_failed", final: RequestOutput | None = None) -> None:
         # The stream first: a reader learns of the failure even if the row cannot be saved now (then the
         # sweeper fails the row later, with the text the stream holds). A failed reply is not charged.
@@ -521,7 +547,8 @@ class ReplyGeneration(Generation):
 # -- API completions -----------------------------------------------------------------------------------
 
 
-def _claim_key(generation_id: UUID | str) -> str:
+def claim_key(generation_id: UUID | str) -> str:
+    """Set by the worker that takes a completion (``completion_generate``): before it, nobody has."""
     return f"{streams.stream_key(generation_id)}:claim"
 
 
@@ -537,7 +564,7 @@ def completion_generate(generation_id: UUID | str, request: dict[str, Any]) -> N
         """(claimed, its reader is there), with the heartbeat set from the claim on, so a reader waiting for
         the first token knows a worker has it; in one round trip."""
         pipe = client.pipeline(transaction=True)
-        pipe.set(_claim_key(generation_id), "1", nx=True, ex=claim_ttl)
+        pipe.set(claim_key(generation_id), "1", nx=True, ex=claim_ttl)
         pipe.exists(streams.lease_key(generation_id))
         claimed, leased = pipe.execute()
         if claimed:

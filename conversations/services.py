@@ -206,15 +206,16 @@ def conversation_delete(*, user: User, conversation_id: UUID | str) -> None:
         conversation = _locked_conversation(user, conversation_id)
         unfinished = list(
             conversation.messages.filter(status__in=[Message.Status.QUEUED, Message.Status.RUNNING]).values_list(
-                "pk", flat=True
+                "pk", "status"
             )
         )
         conversation.delete()
 
         def stop() -> None:
-            for pk in unfinished:
+            for pk, status in unfinished:
                 streams.request_cancel(pk)
-                limits.release(user_id=user.pk, generation_id=pk)
+                if status == Message.Status.QUEUED:  # never ran; a running one is charged by its worker
+                    limits.release(user_id=user.pk, generation_id=pk)
 
         transaction.on_commit(stop)
 

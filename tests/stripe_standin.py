@@ -64,7 +64,14 @@ def subscription(
                 {
                     "id": f"si_{sub_id}",
                     "object": "subscription_item",
-                    "price": {"id": price, "object": "price"},
+                    # As Stripe sends a price: the SDK turns the *_decimal strings into Decimals.
+                    "price": {
+                        "id": price,
+                        "object": "price",
+                        "currency": "usd",
+                        "unit_amount": 2000,
+                        "unit_amount_decimal": "2000",
+                    },
                     "current_period_start": now,
                     "current_period_end": now + MONTH_S,
                 }
@@ -142,6 +149,9 @@ class StripeStandin:
                 "customer": fields.get("customer"),
                 "url": f"{self.url}/portal/{session_id}",
             }
+        if method == "DELETE" and path.startswith("/v1/subscriptions/"):
+            sub_id = path.removeprefix("/v1/subscriptions/")
+            return 200, {"id": sub_id, "object": "subscription", "status": "canceled"}
         return 404, {
             "error": {"type": "invalid_request_error", "message": f"Unrecognized request URL ({method}: {path})"}
         }
@@ -212,6 +222,10 @@ class StripeStandin:
                 else:
                     standin.requests.append(("POST", self.path, fields, dict(self.headers)))
                     self._json(*standin._api("POST", self.path, fields))
+
+            def do_DELETE(self) -> None:
+                standin.requests.append(("DELETE", self.path, {}, dict(self.headers)))
+                self._json(*standin._api("DELETE", self.path, {}))
 
             def _json(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()

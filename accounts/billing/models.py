@@ -49,9 +49,8 @@ class Plan(models.Model):
     class Meta:
         app_label = "accounts"
         ordering = ["sort_order", "price_cents", "pk"]
-        constraints = [
-            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True), name="one_default_plan")
-        ]
+        # One plan is the default: the admin hands the mark over (PlanAdmin.save_model) rather than refusing a
+        # second one, and refuses to take it away without a successor.
 
     def __str__(self) -> str:
         return self.name
@@ -90,11 +89,17 @@ class Subscription(models.Model):
     current_period_start = models.DateTimeField(null=True, blank=True)
     current_period_end = models.DateTimeField(null=True, blank=True)
     cancel_at_period_end = models.BooleanField(default=False)
-    comped = models.BooleanField(default=False, help_text="Given by staff, not paid through Stripe.")
+    comped = models.BooleanField(
+        default=False,
+        help_text="Given by staff, not paid through Stripe: Stripe's events leave it alone (cancel any Stripe "
+        "subscription of the user in Stripe).",
+    )
     stripe_customer_id = models.CharField(max_length=100, blank=True, db_index=True)
     stripe_subscription_id = models.CharField(max_length=100, blank=True, db_index=True)
-    # The `created` time of the newest Stripe event applied: an older event arriving late is not applied.
+    # The `created` time of the newest Stripe subscription event, and of the newest invoice event, applied: an
+    # older event arriving late is not applied.
     stripe_event_created = models.BigIntegerField(default=0, editable=False)
+    stripe_invoice_event_created = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -7,6 +7,7 @@ secret key nothing here is offered (:func:`configured`), and plans are assigned 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 from urllib.parse import urlparse
@@ -49,6 +50,11 @@ def checkout_start(*, user: User, plan: Plan, success_url: str, cancel_url: str)
     """A Stripe Checkout session subscribing ``user`` to ``plan``; the URL to send the browser to."""
     if not configured():
         raise PaymentsError("Payments are not set up on this server.")
+    current = Subscription.objects.filter(user=user).first()
+    if current is not None and current.grants_plan and current.comped:
+        raise PaymentsError("Your plan was given by your administrator: ask them to change it.")
+    if paying(current):
+        raise PaymentsError("You already have a subscription: change it with Manage subscription.")
     if not plan.is_public or not plan.stripe_price_id:
         raise PaymentsError(f"The {plan.name} plan cannot be bought here. Ask your administrator.")
     customer = _customer_id(user)
@@ -82,18 +88,46 @@ def portal_start(*, user: User, return_url: str) -> str:
     return str(session.url)
 
 
+def subscription_cancel_for_deleted(*, user: User) -> None:
+    """Cancel at once the Stripe subscription ``user`` pays for (their account is being deleted). Stripe out of
+    reach does not stop the deletion: it is logged, for staff to cancel it in Stripe's dashboard."""
+    subscription = Subscription.objects.filter(user=user).first()
+    if not paying(subscription) or not configured():
+        return
+    assert subscription is not None
+    try:
+        _client().v1.subscriptions.cancel(subscription.stripe_subscription_id)
+    except stripe.StripeError:
+        logger.error(
+            "Could not cancel Stripe subscription %s of deleted user %s: cancel it in Stripe's dashboard",
+            subscription.stripe_subscription_id,
+            user.pk,
+        )
+
+
 def webhook_event(*, payload: bytes, signature: str | None) -> dict[str, Any]:
     """The event ``payload`` holds, once its ``Stripe-Signature`` is checked against STRIPE_WEBHOOK_SECRET
     (over the raw body, within Stripe's default tolerance of 5 minutes). Raises InvalidWebhook."""
     if not settings.STRIPE_WEBHOOK_SECRET:
         raise InvalidWebhook("Stripe webhooks are not configured on this server (STRIPE_WEBHOOK_SECRET).")
     try:
-        event = stripe.Webhook.construct_event(payload, signature, settings.STRIPE_WEBHOOK_SECRET)
+        stripe.Webhook.construct_event(payload, signature, settings.STRIPE_WEBHOOK_SECRET)
+        # The event as Stripe sent it: the SDK's objects hold Decimals (prices), which JSON cannot store.
+        return json.loads(payload)
     except stripe.SignatureVerificationError as exc:
         raise InvalidWebhook(f"Invalid signature: {exc.user_message or exc}") from None
     except ValueError:
         raise InvalidWebhook("The payload is not JSON.") from None
-    return event.to_dict()
+
+
+def paying(subscription: Subscription | None) -> bool:
+    """Whether ``subscription`` is a live Stripe subscription (managed in Stripe's portal, not bought again)."""
+    return bool(
+        subscription is not None
+        and subscription.grants_plan
+        and not subscription.comped
+        and subscription.stripe_subscription_id
+    )
 
 
 def _customer_id(user: User) -> str:

@@ -23,6 +23,7 @@ never run: nothing) ends a reservation. Keys live under the default cache's key 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from django_redis.exceptions import ConnectionInterrupted
 from accounts.billing.models import Plan, Subscription
 from accounts.models import UsageRecord
 
+logger = logging.getLogger(__name__)
+
 LIMITS_CACHE_S = 60
 # Each process also keeps limits it read for a few seconds: a request then reads them without a round trip.
 LOCAL_LIMITS_S = 10
@@ -52,8 +55,10 @@ UNLIMITED = -1
 # reservations are ever touched.
 _RESERVE_LUA = """
 local live, msgs, reqs, bucket, month = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local now, alive_prefix, alive_suffix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-local deadline, n, each = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local alive_prefix, alive_suffix = ARGV[2], ARGV[3]
+local deadline, n, each = now + tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local is_message, is_api = ARGV[7] == '1', ARGV[8] == '1'
 local concurrent, messages, window = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local rpm, tpm, budget = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
@@ -81,6 +86,7 @@ if is_message and messages >= 0 then
   redis.call('ZREMRANGEBYSCORE', msgs, '-inf', now - window)
   if redis.call('ZCARD', msgs) >= messages then
     local oldest = redis.call('ZRANGE', msgs, 0, 0, 'WITHSCORES')
+    if #oldest == 0 then return {0, 'messages', window} end
     return {0, 'messages', math.max(1, tonumber(oldest[2]) + window - now)}
   end
 end
@@ -88,6 +94,7 @@ if is_api and rpm >= 0 then
   redis.call('ZREMRANGEBYSCORE', reqs, '-inf', now - 60000)
   if redis.call('ZCARD', reqs) >= rpm then
     local oldest = redis.call('ZRANGE', reqs, 0, 0, 'WITHSCORES')
+    if #oldest == 0 then return {0, 'requests', 60000} end
     return {0, 'requests', math.max(1, tonumber(oldest[2]) + 60000 - now)}
   end
 end
@@ -125,7 +132,9 @@ return {1}
 # redelivered task) charges once.
 _SETTLE_LUA = """
 local live, month, bucket = KEYS[1], KEYS[2], KEYS[3]
-local id, used, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local id, used = ARGV[1], tonumber(ARGV[2])
 local value = redis.call('HGET', live, id)
 if value then redis.call('HDEL', live, id) end
 if value and used >= 0 and redis.call('EXISTS', month) == 1 then redis.call('INCRBY', month, used) end
@@ -138,7 +147,7 @@ if value then
     local left, at = tonumber(state[1]), tonumber(state[2])
     if left then
       left = math.min(tpm, left + math.max(0, now - at) * tpm / 60000 + refund)
-      redis.call('HSET', bucket, 't', tostring(left), 'at', now)
+      redis.call('HSET', bucket, 't', tostring(left), 'at', math.max(at, now))
     end
   end
 end
@@ -148,8 +157,10 @@ return value and 1 or 0
 _CLAIM_LUA = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then return 0 end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local rest = string.match(value, '^%d+(|.*)$')
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. rest)
+redis.call('HSET', KEYS[1], ARGV[1], (now + tonumber(ARGV[2])) .. rest)
 return 1
 """
 
@@ -157,7 +168,9 @@ return 1
 # empty, tokens left, ms until the bucket is full).
 _PEEK_LUA = """
 local reqs, bucket = KEYS[1], KEYS[2]
-local now, rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local rpm, tpm = tonumber(ARGV[2]), tonumber(ARGV[3])
 local req_left, req_reset, tok_left, tok_reset = -1, 0, -1, 0
 if rpm >= 0 then
   req_left = math.max(0, rpm - redis.call('ZCOUNT', reqs, now - 60000, '+inf'))
@@ -330,10 +343,10 @@ def reserve(
     now = _now_ms()
     keys = _keys(user_id, now)
     args = [
-        now,
+        0,  # unused: the scripts read the time from Redis, one clock for every process
         prefix,
         suffix,
-        now + deadline_s * 1000,
+        deadline_s * 1000,
         len(generation_ids),
         max(0, tokens_each),
         "0" if api else "1",
@@ -351,6 +364,9 @@ def reserve(
     if result[0] == -1:  # the month's counter is missing: rebuilt from the ledger, then once more
         _month_seed(user_id, keys[4])
         result = script(keys=keys, args=args)
+    if result[0] == -1:  # gone again at once (Redis evicting keys under memory pressure): not held up
+        logger.warning("The month's token counter of user %s cannot be kept in Redis", user_id)
+        return
     if result[0] == 1:
         return
     kind = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
@@ -360,7 +376,7 @@ def reserve(
 def claimed(*, user_id: int, generation_id: str) -> None:
     """A worker took the generation: from now on its reservation lasts while it heart-beats (plus a grace)."""
     live = _keys(user_id, _now_ms())[0]
-    _script(_CLAIM_LUA)(keys=[live], args=[generation_id, _now_ms() + CLAIM_GRACE_S * 1000])
+    _script(_CLAIM_LUA)(keys=[live], args=[generation_id, CLAIM_GRACE_S * 1000])
 
 
 def settle(*, user_id: int, generation_id: str, tokens: int) -> None:
@@ -378,7 +394,7 @@ def headroom(*, user_id: int, limits: Limits) -> Headroom:
     """The API request and token headroom now (no reservation made)."""
     now = _now_ms()
     keys = _keys(user_id, now)
-    args = [now, _arg(limits.requests_per_minute), _arg(limits.tokens_per_minute)]
+    args = [0, _arg(limits.requests_per_minute), _arg(limits.tokens_per_minute)]
     req_left, req_reset, tok_left, tok_reset = _script(_PEEK_LUA)(keys=[keys[2], keys[3]], args=args)
     return Headroom(
         requests_limit=limits.requests_per_minute,
@@ -414,7 +430,8 @@ def held(*, user_id: int, alive_key: str) -> list[str]:
     """The generations the user holds a reservation for now, as the next reserve would count them (one whose
     deadline passed with no worker heart-beating is not held). ``alive_key`` as for :func:`reserve`."""
     prefix, suffix = alive_key.split("{id}")
-    now = _now_ms()
+    seconds, micros = _client().time()
+    now = seconds * 1000 + micros // 1000
     entries = _client().hgetall(_keys(user_id, now)[0])
     kept = []
     for raw_id, raw_value in entries.items():
@@ -438,7 +455,7 @@ def month_used(*, user_id: int) -> int:
 def _end(user_id: int, generation_id: str, used: int) -> None:
     now = _now_ms()
     live, _msgs, _reqs, bucket, month = _keys(user_id, now)
-    _script(_SETTLE_LUA)(keys=[live, month, bucket], args=[generation_id, used, now])
+    _script(_SETTLE_LUA)(keys=[live, month, bucket], args=[generation_id, used])
 
 
 def _refusal(kind: str, limits: Limits, retry_after_s: int, *, tokens: int) -> LimitReached:

@@ -27,13 +27,14 @@ class Meter:
 
     @property
     def percent(self) -> int:
-        if not self.limit:
+        if self.limit is None:
             return 0
-        return min(100, round(100 * self.used / self.limit))
+        return 100 if self.limit == 0 else min(100, round(100 * self.used / self.limit))
 
     @property
     def level(self) -> str:
-        return "full" if self.limit and self.used >= self.limit else "high" if self.percent >= 80 else "ok"
+        full = self.limit is not None and self.used >= self.limit
+        return "full" if full else "high" if self.percent >= 80 else "ok"
 
 
 @dataclass(frozen=True)

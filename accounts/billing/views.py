@@ -32,7 +32,7 @@ def _billing_page(request: HttpRequest) -> HttpResponse:
     context = {
         "section": "billing",
         "payments": payments.configured(),
-        "paid": bool(overview.subscription and overview.subscription.stripe_customer_id),
+        "paid": payments.paying(overview.subscription),
         "overview": overview,
         "chart": stacked_bars(
             [day.day for day in overview.days],

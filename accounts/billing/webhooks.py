@@ -2,9 +2,11 @@
 
 Every event is stored by its id before it is applied, in the same transaction, so a replay is acknowledged
 and changes nothing. Events about one subscription may arrive in any order: each subscription keeps the
-``created`` time of the newest event applied to it, and an older one is stored as stale and not applied.
-Subscription events carry the whole subscription (plan, status, period), so the newest one alone is the
-truth; invoice events move the status (paid: active, failed: past due).
+``created`` time of the newest subscription event and of the newest invoice event applied to it.
+Subscription events carry the whole subscription (plan, period, status), so the newest one is the truth for
+all of it but the status, which a newer invoice event may have moved since (paid: active, failed: past
+due). An invoice event older than the newest event of either kind changes nothing. Those not applied are
+stored as stale. A subscription comped by staff is left to staff: Stripe's events do not change it.
 """
 
 from __future__ import annotations
@@ -71,26 +73,34 @@ def _apply(event: dict[str, Any]) -> tuple[str, str, int | None]:
 
 
 def _subscription_event(event: dict[str, Any], obj: dict[str, Any]) -> tuple[str, str, int | None]:
+    created = int(event["created"])
     subscription = _locked(stripe_subscription_id=obj["id"]) or _for_new(obj)
     if subscription is None:
         return StripeEvent.Outcome.IGNORED, f"no Djinn user for subscription {obj['id']}", None
-    if int(event["created"]) < subscription.stripe_event_created:
-        return StripeEvent.Outcome.STALE, "an event newer than this one was applied", subscription.user_id
+    if subscription.comped:
+        return StripeEvent.Outcome.IGNORED, "comped by staff: change it in the admin", subscription.user_id
+    if created < subscription.stripe_event_created:
+        return StripeEvent.Outcome.STALE, "a newer subscription event was applied", subscription.user_id
     item = _first_item(obj)
     price = (item.get("price") or {}).get("id", "")
     plan = Plan.objects.filter(stripe_price_id=price).first() if price else None
-    if plan is None and subscription.pk is None:
+    if plan is None:
+        logger.error("Stripe subscription %s has the price %r, which no plan has", obj["id"], price)
         return StripeEvent.Outcome.IGNORED, f"no plan has the Stripe price {price!r}", None
-    deleted = event["type"] == "customer.subscription.deleted"
-    subscription.plan = plan or subscription.plan
-    subscription.status = Subscription.Status.CANCELED if deleted else STATUS.get(obj.get("status"), "canceled")
+    subscription.plan = plan
+    status = obj.get("status")
+    if event["type"] == "customer.subscription.deleted":
+        subscription.status = Subscription.Status.CANCELED
+    elif status == "incomplete" and subscription.pk is not None:
+        pass  # a first payment still being made: the status it had stands
+    elif created >= subscription.stripe_invoice_event_created:
+        subscription.status = STATUS.get(status, Subscription.Status.CANCELED)
     subscription.cancel_at_period_end = bool(obj.get("cancel_at_period_end"))
     subscription.current_period_start = _time(item.get("current_period_start") or obj.get("current_period_start"))
     subscription.current_period_end = _time(item.get("current_period_end") or obj.get("current_period_end"))
     subscription.stripe_customer_id = str(obj.get("customer") or subscription.stripe_customer_id)
     subscription.stripe_subscription_id = obj["id"]
-    subscription.comped = False
-    subscription.stripe_event_created = int(event["created"])
+    subscription.stripe_event_created = created
     subscription.save()
     return (
         StripeEvent.Outcome.APPLIED,
@@ -106,13 +116,16 @@ def _invoice_event(event: dict[str, Any], obj: dict[str, Any]) -> tuple[str, str
     subscription = _locked(stripe_subscription_id=subscription_id) if subscription_id else None
     if subscription is None:
         return StripeEvent.Outcome.IGNORED, f"no Djinn subscription {subscription_id!r}", None
-    if int(event["created"]) < subscription.stripe_event_created:
+    if subscription.comped:
+        return StripeEvent.Outcome.IGNORED, "comped by staff: change it in the admin", subscription.user_id
+    created = int(event["created"])
+    if created < max(subscription.stripe_event_created, subscription.stripe_invoice_event_created):
         return StripeEvent.Outcome.STALE, "an event newer than this one was applied", subscription.user_id
     if subscription.status == Subscription.Status.CANCELED:
         return StripeEvent.Outcome.STALE, "the subscription has ended", subscription.user_id
     subscription.status = INVOICE_EVENTS[event["type"]]
-    subscription.stripe_event_created = int(event["created"])
-    subscription.save(update_fields=["status", "stripe_event_created", "updated_at"])
+    subscription.stripe_invoice_event_created = created
+    subscription.save(update_fields=["status", "stripe_invoice_event_created", "updated_at"])
     return StripeEvent.Outcome.APPLIED, f"{subscription.user_id}: {subscription.status}", subscription.user_id
 
 

@@ -19,8 +19,10 @@ from uuid import UUID
 
 from django.conf import settings
 
+from conversations import generations, limits
 from inference import streams
 from inference.follow import READ_ERRORS, Event, FollowInterrupted, Settle, follow, terminal_event
+from inference.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +35,11 @@ NOBODY_TOOK_IT = "No worker took this request in time. Try again later."
 STREAM_UNREADABLE = "The completion's stream could not be read. Try again."
 
 
-async def choice_events(generation_ids: list[UUID]) -> AsyncIterator[list[tuple[int, Event]]]:
+async def choice_events(generation_ids: list[UUID], *, user_id: int) -> AsyncIterator[list[tuple[int, Event]]]:
     """Batches of ``(choice index, event)`` in stream order per choice, until every choice's stream has
     ended with a ``done`` or ``error`` event. An empty batch means nothing came for QUIET_S (a moment to
-    send a keep-alive)."""
+    send a keep-alive). Left early, the choices still running are cancelled, and those no worker has
+    claimed yet give ``user_id``'s plan reservation back at once."""
     index_of = {str(generation_id): index for index, generation_id in enumerate(generation_ids)}
     unfinished = set(index_of)  # not ended, or given up here: the worker must drop them
     try:
@@ -61,13 +64,17 @@ async def choice_events(generation_ids: list[UUID]) -> AsyncIterator[list[tuple[
         if unfinished:
             # In a thread of the loop's pool, not awaited: this runs while the request is being cancelled or the
             # generator closed, where an await could be cut short, and a call here would block the event loop.
-            asyncio.get_running_loop().run_in_executor(None, _cancel, sorted(unfinished))
+            asyncio.get_running_loop().run_in_executor(None, _cancel, sorted(unfinished), user_id)
 
 
-def _cancel(generation_ids: list[str]) -> None:
+def _cancel(generation_ids: list[str], user_id: int) -> None:
     try:
         for generation_id in generation_ids:
             streams.request_cancel(generation_id)
+            # Still queued: whoever takes it drops it (its reader is gone), maybe many minutes from now; a
+            # client that retries must not find its slots held by the requests it gave up on.
+            if not get_redis().exists(generations.claim_key(generation_id)):
+                limits.release(user_id=user_id, generation_id=generation_id)
     except READ_ERRORS as exc:
         # Redis is away: the worker stops them anyway once their reader's lease lapses.
         logger.warning("Could not cancel %d generations: %s", len(generation_ids), exc)

@@ -274,7 +274,7 @@ class _LostCharge:
 
 async def _collect(completion: responses.Completion, generation_ids: list[UUID], charge: _LostCharge) -> None:
     """Read every choice to its end into ``completion``. Raises OpenAIError for a failed generation."""
-    async with aclosing(choice_events(generation_ids)) as batches:
+    async with aclosing(choice_events(generation_ids, user_id=charge.request["user_id"])) as batches:
         async for batch in batches:
             logprobs = await _logprobs_of(generation_ids, batch) if completion.logprobs else {}
             for index, event in batch:
@@ -300,7 +300,7 @@ async def _sse(
     for choice in completion.choices:
         yield completion.chunk(choice.index, {"role": "assistant", "content": ""}, with_usage_field=usage_field)
     try:
-        async with aclosing(choice_events(generation_ids)) as batches:
+        async with aclosing(choice_events(generation_ids, user_id=charge.request["user_id"])) as batches:
             async for batch in batches:
                 if not batch:
                     if time.monotonic() - last_write >= KEEP_ALIVE_S:

@@ -193,3 +193,32 @@ def test_the_analytics_page_charts_the_rollups_for_staff_only(staff, client):
     assert b"500 tokens" in page.content and b"test-unlimited: 500" in page.content
     assert b"Dates are written YYYY-MM-DD" in bad.content
     assert refused.status_code == 302 and reverse("admin:login") in refused.url
+
+
+def test_the_default_plan_cannot_be_unticked_only_handed_to_another(staff):
+    default = Plan.objects.get(is_default=True)
+    free = Plan.objects.get(slug="free")
+    form = {
+        "name": free.name,
+        "slug": free.slug,
+        "price_cents": 0,
+        "currency": "usd",
+        "sort_order": 0,
+        "message_window_seconds": 3600,
+        "models_allowed": "[]",
+        "is_public": "on",
+    }
+
+    untick = staff.post(
+        reverse("admin:accounts_plan_change", args=[default.pk]),
+        {
+            **form,
+            "name": default.name,
+            "slug": default.slug,
+        },
+    )
+    handed = staff.post(reverse("admin:accounts_plan_change", args=[free.pk]), {**form, "is_default": "on"})
+
+    assert untick.status_code == 200 and b"make another plan the default instead" in untick.content
+    assert handed.status_code == 302, handed.context["adminform"].form.errors
+    assert list(Plan.objects.filter(is_default=True)) == [free]

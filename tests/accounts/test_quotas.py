@@ -240,3 +240,32 @@ def test_a_plans_longest_context_and_models_are_enforced_before_anything_is_writ
     assert Conversation.objects.filter(owner__in=[short, narrow]).count() == 1
     reply = fits.assistant_message
     assert reply.params["max_tokens"] <= 40 - 1  # capped to the room the plan's context leaves
+
+
+@pytest.mark.django_db
+def test_a_limit_of_zero_refuses_with_a_clear_answer():
+    no_messages = dataclasses.replace(NONE, messages=0, window_s=600)
+    no_api = dataclasses.replace(NONE, requests_per_minute=0)
+
+    with pytest.raises(LimitReached) as messages:
+        reserve(11, no_messages, api=False)
+    with pytest.raises(LimitReached) as requests:
+        reserve(11, no_api, api=True)
+
+    assert (messages.value.kind, messages.value.retry_after_s) == ("messages", 600)
+    assert (requests.value.kind, requests.value.retry_after_s) == ("requests", 60)
+
+
+@pytest.mark.django_db
+def test_a_completion_given_up_by_its_client_before_a_worker_took_it_gives_its_slot_back_at_once():
+    from conversations import generations
+    from conversations.openai_api import streaming
+
+    limits = dataclasses.replace(NONE, concurrent=2)
+    queued, taken = reserve(12, limits), reserve(12, limits)
+    get_redis().set(generations.claim_key(taken), "1", ex=60)  # a worker has this one: it will end it
+
+    streaming._cancel([queued, taken], 12)
+
+    assert quotas.held(user_id=12, alive_key=ALIVE) == [taken]
+    assert get_redis().exists(streams.cancel_key(queued)) and get_redis().exists(streams.cancel_key(taken))

@@ -180,3 +180,89 @@ def test_the_portal_is_offered_to_a_paying_user_and_opens_at_stripe(client, stri
     assert response.status_code == 303 and response["Location"].startswith(f"{stripe.url}/portal/")
     assert stripe.requests[0][2]["customer"] == "cus_5"
     assert stripe.url in page["Content-Security-Policy"]  # the forms may send the browser to Stripe's pages
+
+
+def test_an_invoice_paid_before_the_subscription_update_it_follows_keeps_the_plan_change(client, stripe_settings, plus):
+    user = UserFactory()
+    pro = Plan.objects.get(slug="pro")
+    pro.stripe_price_id = "price_pro"
+    pro.save()
+    deliver(
+        client,
+        event(
+            "customer.subscription.created",
+            subscription("sub_6", customer="cus_6", price="price_plus", user_id=user.pk),
+            created=100,
+        ),
+    )
+
+    paid = deliver(client, event("invoice.paid", invoice("sub_6", customer="cus_6"), created=201))
+    upgraded = deliver(
+        client,
+        event(
+            "customer.subscription.updated",
+            subscription("sub_6", customer="cus_6", price="price_pro", user_id=user.pk, status="past_due"),
+            created=200,
+        ),
+    )
+
+    assert (paid.json()["outcome"], upgraded.json()["outcome"]) == ("applied", "applied")
+    row = Subscription.objects.get(user=user)
+    assert (row.plan, row.status) == (pro, "active")  # the plan from the update, the status from the newer invoice
+
+
+def test_a_plan_comped_by_staff_is_left_alone_by_stripe(client, stripe_settings, plus):
+    from accounts.billing.services import subscription_comp
+
+    user = UserFactory()
+    pro = Plan.objects.get(slug="pro")
+    subscription_comp(user=user, plan=pro)
+
+    response = deliver(
+        client,
+        event(
+            "customer.subscription.created",
+            subscription("sub_7", customer="cus_7", price="price_plus", user_id=user.pk),
+        ),
+    )
+
+    assert response.json()["outcome"] == "ignored"
+    row = Subscription.objects.get(user=user)
+    assert (row.plan, row.comped) == (pro, True)
+
+
+def test_checkout_is_refused_to_someone_already_paying_and_offered_again_once_they_cancelled(
+    client, stripe_settings, plus
+):
+    user = UserFactory()
+    sub = subscription("sub_8", customer="cus_8", price="price_plus", user_id=user.pk)
+    deliver(client, event("customer.subscription.created", sub, created=100))
+    client.force_login(user)
+
+    refused = client.post(reverse("accounts:billing_checkout"), {"plan": "pro"}, follow=True)
+    deliver(client, event("customer.subscription.deleted", {**sub, "status": "canceled"}, created=200))
+    page = client.get(reverse("accounts:settings_billing"))
+
+    assert b"You already have a subscription" in refused.content
+    assert b"Upgrade to Plus" in page.content and b"Manage subscription" not in page.content
+
+
+def test_deleting_an_account_cancels_its_stripe_subscription(client, stripe_settings, plus):
+    from accounts import services as account_services
+
+    user = UserFactory()
+    deliver(
+        client,
+        event(
+            "customer.subscription.created",
+            subscription("sub_9", customer="cus_9", price="price_plus", user_id=user.pk),
+        ),
+    )
+    with StripeStandin("http://127.0.0.1:9/unused", SECRET) as stripe:
+        stripe_settings.STRIPE_API_BASE = stripe.url
+
+        account_services.user_delete(user=user)
+
+    assert [(method, path) for method, path, _fields, _headers in stripe.requests] == [
+        ("DELETE", "/v1/subscriptions/sub_9")
+    ]

@@ -23,7 +23,7 @@ def short_timeouts(settings):
 def read_all(generation_ids):
     async def read():
         seen = []
-        async with aclosing(choice_events(generation_ids)) as batches:
+        async with aclosing(choice_events(generation_ids, user_id=0)) as batches:
             async for batch in batches:
                 seen += batch
         return seen
@@ -35,7 +35,7 @@ def read_until_choice_ends(generation_ids, index):
     """Read until choice ``index`` has ended, then leave."""
 
     async def read():
-        async with aclosing(choice_events(generation_ids)) as batches:
+        async with aclosing(choice_events(generation_ids, user_id=0)) as batches:
             async for batch in batches:
                 if any(i == index and event["type"] in streams.TERMINAL_TYPES for i, event in batch):
                     return
@@ -100,7 +100,7 @@ def test_the_reader_holds_a_lease_on_each_choice_while_it_reads():
     streams.heartbeat(generation, ttl_s=30)
 
     async def read():
-        async with aclosing(choice_events([generation])) as batches:
+        async with aclosing(choice_events([generation], user_id=0)) as batches:
             await anext(batches)  # a quiet read
             leased = bool(get_redis().exists(streams.lease_key(generation)))
             streams.StreamWriter(generation).done(finish_reason="stop", usage=None)
@@ -117,7 +117,7 @@ def test_a_queued_request_whose_worker_heart_beats_is_waited_for():
     streams.heartbeat(generation, ttl_s=30)  # a worker took it and is loading the model, say
 
     async def read():
-        async with aclosing(choice_events([generation])) as batches:
+        async with aclosing(choice_events([generation], user_id=0)) as batches:
             first = await anext(batches)  # a quiet read, past the queue timeout
             streams.StreamWriter(generation).done(finish_reason="stop", usage=None)
             return first, [batch async for batch in batches]

@@ -189,3 +189,19 @@ def test_an_api_completion_is_charged_to_its_user_and_key_and_to_no_one_else(
     )
     assert list(usage_list(user=api_user)) == [usage]
     assert not usage_list(user=other_api_user).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("llm_model")
+def test_a_reply_whose_conversation_is_deleted_while_it_runs_is_charged_for_what_it_made():
+    from conversations.models import Conversation
+
+    user = UserFactory()
+    reply = queued_turn(user)
+    running = generations.ReplyGeneration(Message.objects.select_related("conversation").get(pk=reply.pk))
+    Conversation.objects.filter(pk=reply.conversation_id).delete()
+
+    running.taken_away(None)
+
+    usage = UsageRecord.objects.get()
+    assert (usage.generation_id, usage.user, usage.source) == (reply.pk, user, "chat")
