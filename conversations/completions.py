@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from django.db import connection
-
 from accounts.billing.quotas import Limits
 from accounts.models import User
 from accounts.selectors import user_can_chat
@@ -32,6 +30,7 @@ from conversations.errors import InvalidInput, NotAllowed
 from conversations.tasks import generate_completion
 from inference import streams
 from inference.engine import InvalidRequestError, SamplingParams
+from inference.faults import release_connection
 from inference.models import LLMModel
 from inference.redis import get_async_redis
 from inference.registry import model_get
@@ -84,7 +83,7 @@ def completion_start(
     _check_params(params)
     created = time.time()
     generation_ids = [uuid.uuid4() for _ in range(request.n)]
-    _release_connection()
+    release_connection()
     reservation = limits.Reservation(user_id=user.pk, limits=plan)
     reservation.take(generation_ids, tokens_each=prompt_tokens + params["max_tokens"], api=True)
     try:
@@ -122,14 +121,6 @@ def completion_start(
         extra={"generation_ids": [str(g) for g in generation_ids], "model": model.name, "user_id": user.pk},
     )
     return StartedCompletion(generation_ids, model.name, int(created), prompt_tokens)
-
-
-def _release_connection() -> None:
-    """Hand the request's database connection back to the pool before the Redis round trips that follow
-    (reserve, lease, enqueue): held across them, a slow Redis under a burst would starve the pool for every
-    other request of the process. Not inside a transaction (a caller's, or a test's)."""
-    if not connection.in_atomic_block:
-        connection.close()
 
 
 def _check_params(params: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ from conversations.errors import InvalidInput, NotAllowed, NotFound
 from conversations.models import Conversation, Message
 from conversations.tasks import reply_enqueue
 from inference import streams
+from inference.faults import release_connection
 from inference.models import LLMModel
 from inference.registry import model_get
 
@@ -57,6 +58,7 @@ def message_send(
     content = _clean_content(content)
     if system_prompt is not None:
         system_prompt = _clean_system_prompt(system_prompt)
+    release_connection()  # the limits and the reservation take trips to Redis
     plan = limits.limits_of(user.pk)
     with limits.reserving(user_id=user.pk, limits=plan) as reservation, transaction.atomic():
         if conversation_id is None:
@@ -97,6 +99,7 @@ def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
     """A new reply beside the assistant message ``message_id`` (same question, same parameters), shown
     from now on. Raises NotFound, InvalidInput (not a finished reply), ContextTooLong, LimitReached."""
     _check_can_chat(user)
+    release_connection()  # the limits and the reservation take trips to Redis
     plan = limits.limits_of(user.pk)
     with limits.reserving(user_id=user.pk, limits=plan) as reservation, transaction.atomic():
         original = _locked_message(user, message_id)
@@ -124,6 +127,7 @@ def message_edit(*, user: User, message_id: UUID | str, content: str) -> Turn:
     shown from now on. Raises NotFound, InvalidInput, ContextTooLong, LimitReached."""
     _check_can_chat(user)
     content = _clean_content(content)
+    release_connection()  # the limits and the reservation take trips to Redis
     plan = limits.limits_of(user.pk)
     with limits.reserving(user_id=user.pk, limits=plan) as reservation, transaction.atomic():
         original = _locked_message(user, message_id)

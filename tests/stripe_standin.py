@@ -131,24 +131,16 @@ class StripeStandin:
     # -- what the SDK and the browser reach ------------------------------------------------------------
 
     def _api(self, method: str, path: str, fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        if method == "POST" and path == "/v1/checkout/sessions":
-            session_id = f"cs_test_{next(_ids)}"
+        sessions = {
+            "/v1/checkout/sessions": ("cs_test", "checkout.session", "pay"),
+            "/v1/billing_portal/sessions": ("bps", "billing_portal.session", "portal"),
+        }
+        if method == "POST" and path in sessions:
+            prefix, kind, page = sessions[path]
+            session_id = f"{prefix}_{next(_ids)}"
             self.sessions[session_id] = fields
-            return 200, {
-                "id": session_id,
-                "object": "checkout.session",
-                "mode": fields.get("mode"),
-                "url": f"{self.url}/pay/{session_id}",
-            }
-        if method == "POST" and path == "/v1/billing_portal/sessions":
-            session_id = f"bps_{next(_ids)}"
-            self.sessions[session_id] = fields
-            return 200, {
-                "id": session_id,
-                "object": "billing_portal.session",
-                "customer": fields.get("customer"),
-                "url": f"{self.url}/portal/{session_id}",
-            }
+            body = {"id": session_id, "object": kind, "url": f"{self.url}/{page}/{session_id}"}
+            return 200, {**body, "mode": fields.get("mode"), "customer": fields.get("customer")}
         if method == "DELETE" and path.startswith("/v1/subscriptions/"):
             sub_id = path.removeprefix("/v1/subscriptions/")
             return 200, {"id": sub_id, "object": "subscription", "status": "canceled"}

@@ -35,6 +35,7 @@ from conversations.openai_api.errors import SERVER_ERROR, OpenAIError
 from conversations.openai_api.streaming import GENERATION_LOST, WORKER_STOPPED, choice_events
 from conversations.openai_api.validation import ChatRequest, parse_chat_request
 from inference.engine import EngineError
+from inference.faults import release_connection
 from inference.models import LLMModel
 from inference.registry import model_list_enabled
 
@@ -169,6 +170,7 @@ def _authenticate_key(request: HttpRequest) -> tuple[User, ApiKey]:
         raise OpenAIError(str(exc.detail), status=401, code=INVALID_API_KEY) from None
     if result is None:
         raise OpenAIError(NO_KEY, status=401, code=INVALID_API_KEY)
+    release_connection()  # the limits may take a trip to Redis
     request.djinn_limits = limits.limits_of(result[0].pk)  # type: ignore[attr-defined]
     return result
 
