@@ -1,4 +1,9 @@
-"""A short title for a conversation, written by the model after its first reply."""
+"""A short title for a conversation, written by the model after its first reply.
+
+A small model's title can be nonsense, the same sentence for every chat, or rude: the model's title is kept
+only when it passes :func:`title_acceptable`; otherwise the provisional one (the start of the user's first
+message) stays.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,15 @@ INSTRUCTION = (
 _PREFIX = re.compile(r"^\s*(title|subject)\s*:\s*", re.IGNORECASE)
 _EDGES = "\"'`*#_“”‘’«» \t"
 _TRAILING = ".,;:!?…-–— "
+_WORD = re.compile(r"\w+")
+RECENT_TITLES = 20
+# Words a title never gets from the model unless the user wrote them first.
+RUDE = frozenset(
+    {
+        "idiot", "idiots", "stupid", "moron", "morons", "dumb", "fuck", "fucking", "shit", "bitch",
+        "bastard", "asshole", "cunt", "retard", "loser", "ugly", "hate", "kill",
+    }
+)  # fmt: skip
 
 
 def title_generate(conversation_id: UUID | str) -> None:
@@ -46,13 +60,37 @@ def title_generate(conversation_id: UUID | str) -> None:
     )
     if reply is None or reply.parent is None:
         return
-    title = _ask_model(conversation, reply.parent.content, reply.content) or conversation.title
+    title = _ask_model(conversation, reply.parent.content, reply.content)
+    recent = Conversation.objects.filter(owner_id=conversation.owner_id, title_is_provisional=False).exclude(
+        pk=conversation.pk
+    )
+    recent_titles = list(recent.order_by("-updated_at").values_list("title", flat=True)[:RECENT_TITLES])
+    if not title_acceptable(title, question=reply.parent.content, answer=reply.content, recent=recent_titles):
+        if title:
+            logger.info("Model title for %s not kept: %r", conversation.pk, title)
+        title = conversation.title
     updated = Conversation.objects.filter(pk=conversation.pk, title_is_provisional=True).update(
         title=title, title_is_provisional=False
     )
     if updated:
         conversation.refresh_from_db()
         _notify(conversation)
+
+
+def title_acceptable(title: str, *, question: str, answer: str, recent: list[str]) -> bool:
+    """Whether the model's ``title`` may replace the provisional one: two to twelve words, at least one of
+    them (of five letters or more: not "with") from the question or the answer, not the title of one of the
+    user's recent chats, and no insult the user did not write first."""
+    words = _WORD.findall(title.lower())
+    if not 2 <= len(title.split()) <= 12:
+        return False
+    said = set(_WORD.findall(f"{question} {answer}".lower()))
+    if not any(len(word) >= 5 and word in said for word in words):
+        return False
+    if title.casefold() in {other.casefold() for other in recent}:
+        return False
+    asked = set(_WORD.findall(question.lower()))
+    return not any(word in RUDE and word not in asked for word in words)
 
 
 def clean_title(text: str) -> str:

@@ -12,6 +12,8 @@ from rest_framework import serializers
 from accounts.api.fields import JsonInteger, JsonNumber
 from inference.engine import SAMPLING_RANGES, Range
 
+JS_SAFE_INTEGER = 2**53
+
 
 def sampling_field(
     name: str, *, low: float | None = None, high: float | None = None, **kwargs: Any
@@ -34,4 +36,9 @@ def _schema(allowed: Range) -> dict[str, Any]:
     schema = allowed.json_schema()
     if not allowed.integer:
         schema["format"] = "double"
+    # Swagger UI fills "Try it out" from the example, else from a bound: 2**63 - 1 (a seed's maximum) is
+    # rounded by JavaScript to 2**63, and its own request is refused. Such a field gets its lower bound (the
+    # schema's examples are test inputs for schemathesis too: they must be valid).
+    if schema.get("maximum", 0) > JS_SAFE_INTEGER:
+        schema["example"] = schema["minimum"]
     return schema

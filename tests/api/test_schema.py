@@ -37,6 +37,18 @@ def test_the_schema_names_bearer_api_keys_as_the_way_to_authenticate(client, db)
     assert {"ApiKeyAuth": []} in schema["paths"]["/api/v1/keys"]["get"]["security"]
 
 
+def test_every_number_swagger_would_send_for_try_it_out_survives_javascript(client, db):
+    # Swagger UI fills "Try it out" from a field's example, else from its bounds; JavaScript numbers are exact
+    # only up to 2**53, so 2**63 - 1 (a seed's maximum) went out as 2**63 and the request was refused.
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    sampling = schema["components"]["schemas"]["SamplingParamsInputRequest"]["properties"]
+
+    unsafe = {name for name, field in sampling.items() if name != "stop" and field.get("maximum", 0) > 2**53}
+
+    assert unsafe == {"seed"}
+    assert all(abs(sampling[name]["example"]) <= 2**53 for name in unsafe)
+
+
 def test_the_docs_page_loads_swagger_ui_from_this_site_not_a_cdn(client, db):
     response = client.get("/api/docs/")
 

@@ -356,6 +356,27 @@ def test_the_title_task_keeps_the_provisional_title_when_the_model_fails(user, l
     assert (conversation.title, conversation.title_is_provisional) == ("Plan a trip", False)
 
 
+@pytest.mark.parametrize(
+    ("title", "acceptable"),
+    [
+        ("Planning a trip to Lisbon", True),
+        ("python", False),  # one word
+        ("Weekend plans with friends", False),  # nothing of the conversation in it
+        ("Lisbon trip for idiots", False),  # rude, and the user did not say it
+        ("Lisbon neighbourhoods", False),  # the title of another recent chat
+        ("A stupid question about Lisbon", True),  # the user said "stupid" first
+        ("Lisbon " * 13, False),  # too long
+    ],
+)
+def test_a_model_title_is_kept_only_when_it_is_about_the_chat_new_and_polite(title, acceptable):
+    question = "Is this a stupid question? How do I plan a trip to Lisbon?"
+    answer = "Start with the neighbourhoods of Lisbon."
+
+    assert (
+        titles.title_acceptable(title, question=question, answer=answer, recent=["Lisbon Neighbourhoods"]) is acceptable
+    )
+
+
 def test_the_title_task_leaves_a_title_the_user_chose(user):
     reply = queued_reply(user)
     generations.reply_generate(reply.pk)

@@ -37,6 +37,8 @@ const connection = /** @type {HTMLElement} */ ($("[data-connection]"));
 const announcer = /** @type {HTMLElement} */ ($("[data-announcer]"));
 const toasts = /** @type {HTMLElement} */ ($("[data-chat-toasts]"));
 const settingsButton = /** @type {HTMLButtonElement} */ ($("[data-open-settings]"));
+const archivedNote = /** @type {HTMLElement} */ ($("[data-archived-note]"));
+const unarchiveButton = /** @type {HTMLButtonElement} */ ($("[data-unarchive]"));
 const settingsDialog = /** @type {HTMLDialogElement} */ ($("[data-settings-dialog]"));
 const systemPromptInput = /** @type {HTMLTextAreaElement} */ ($("[data-system-prompt]"));
 const deleteDialog = /** @type {HTMLDialogElement} */ ($("[data-delete-dialog]"));
@@ -236,6 +238,8 @@ function showConversation(conversation) {
     modelPicker.value = conversation.model;
   }
   settingsButton.classList.toggle("has-value", Boolean(conversation.system_prompt));
+  // An archived chat says so where it is read, with the way back to the chat list.
+  archivedNote.hidden = !conversation.archived;
 }
 
 /**
@@ -614,6 +618,11 @@ narrowScreen.addEventListener("change", () => {
 });
 sidebarToggle.setAttribute("aria-expanded", String(!narrowScreen.matches));
 
+unarchiveButton.addEventListener("click", () => {
+  if (state.conversation) {
+    socket.send({ type: "conversation.archive", conversation: state.conversation.id, archived: false });
+  }
+});
 settingsButton.addEventListener("click", () => {
   systemPromptInput.value = state.conversation ? state.conversation.system_prompt : state.draftSystemPrompt;
   settingsDialog.showModal();
