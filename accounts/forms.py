@@ -138,6 +138,9 @@ class PasswordChangeForm(auth_forms.PasswordChangeForm):
         self.fields["old_password"].widget.attrs.pop("autofocus", None)
         _label_new_password(self)
 
+    def validate_password_for_user(self, user: User, password_field_name: str = "new_password2") -> None:
+        _validate_new_password(self, user)
+
 
 class PasswordResetForm(auth_forms.PasswordResetForm):
     email = _email_field(autofocus=True)
@@ -150,6 +153,16 @@ class SetPasswordForm(auth_forms.SetPasswordForm):
         super().__init__(*args, **kwargs)
         _label_new_password(self)
         self.fields["new_password1"].widget.attrs["autofocus"] = True
+
+    def validate_password_for_user(self, user: User, password_field_name: str = "new_password2") -> None:
+        _validate_new_password(self, user)
+
+
+def _validate_new_password(form: auth_forms.SetPasswordForm, user: User) -> None:
+    """Django's SetPasswordMixin files a too-short or too-common password under the confirmation field; the
+    fault is in the password typed first, so the error goes there (SetPasswordMixin.validate_password_for_user
+    is the documented hook, and only the field name changes)."""
+    auth_forms.SetPasswordForm.validate_password_for_user(form, user, password_field_name="new_password1")
 
 
 def _label_new_password(form: forms.Form) -> None:

@@ -220,35 +220,41 @@ def settings_delete(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/settings/delete.html", {"form": form, "section": "delete"})
 
 
+_NEW_KEY_SESSION = "djinn_new_api_key"
+
+
 @never_cache  # the page that shows a new key must not be kept by the browser or a proxy
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_api_keys(request: HttpRequest) -> HttpResponse:
-    """The user's keys and a form for a new one. The new key is in the POST's response only, never
-    stored or redirected with, so it is shown exactly once."""
+    """The user's keys and a form for a new one. A created key goes through the session to the page the
+    POST redirects to (so reloading cannot create a second one) and is taken out on that first view, so it
+    is shown exactly once."""
     form = ApiKeyCreateForm(_posted(request))
-    new_key = None
-    status = 200
     if request.method == "POST" and form.is_valid():
         _api_key, new_key = services.api_key_create(user=request.user, name=form.cleaned_data["name"])
-        form = ApiKeyCreateForm()
-        status = 201
+        request.session[_NEW_KEY_SESSION] = new_key
+        return redirect("accounts:settings_api_keys", permanent=False)
     context = {
         "form": form,
-        "new_key": new_key,
+        "new_key": request.session.pop(_NEW_KEY_SESSION, None) if request.method == "GET" else None,
         "api_keys": selectors.api_key_list(user=request.user),
         "section": "api_keys",
     }
-    return render(request, "accounts/settings/api_keys.html", context, status=status)
+    return render(request, "accounts/settings/api_keys.html", context)
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def settings_api_key_revoke(request: HttpRequest, api_key_id: int) -> HttpResponse:
+    """GET asks to confirm (programs using the key stop at once), POST revokes."""
     try:
         api_key = selectors.api_key_get(user=request.user, api_key_id=api_key_id)
     except ApiKey.DoesNotExist:
         raise Http404("No such API key.") from None
+    if request.method == "GET":
+        context = {"api_key": api_key, "section": "api_keys"}
+        return render(request, "accounts/settings/api_key_revoke.html", context)
     services.api_key_revoke(api_key=api_key)
     messages.success(request, f"Key {api_key.prefix}… revoked. Requests that use it now fail.")
     return redirect("accounts:settings_api_keys")

@@ -1,9 +1,23 @@
+"""Conversations in the Django admin, private by default.
+
+Message contents (and a conversation's system prompt) are read-only everywhere in the admin and shown only to
+staff with the ``conversations.view_message_content`` permission (superusers have every permission). Every
+time a member of staff opens a user's conversation or message, a StaffAccess row records it, with whether the
+contents were shown; admins read that log under "Staff accesses to conversations" and nobody can change it.
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
-from django.http import HttpRequest
+from typing import Any
 
-from conversations.models import Conversation, Message
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.utils.text import Truncator
+
+from conversations.models import Conversation, Message, StaffAccess
+
+CONTENT_PERMISSION = "conversations.view_message_content"
+_CONTENT_FIELDS = ("content", "error")  # an error can quote what was written
 
 _MESSAGE_FIELDS = (
     "id",
@@ -23,17 +37,45 @@ _MESSAGE_FIELDS = (
 )
 
 
+def can_read_content(request: HttpRequest) -> bool:
+    return request.user.has_perm(CONTENT_PERMISSION)
+
+
+def _without_content(fields: tuple[str, ...], request: HttpRequest, hidden: tuple[str, ...]) -> tuple[str, ...]:
+    return fields if can_read_content(request) else tuple(name for name in fields if name not in hidden)
+
+
+def _record(request: HttpRequest, conversation: Conversation, message: Message | None = None) -> None:
+    StaffAccess.objects.create(
+        staff=request.user,
+        staff_email=request.user.email,
+        owner_id=conversation.owner_id,
+        owner_email=conversation.owner.email,
+        conversation_id=conversation.pk,
+        message_id=message.pk if message else None,
+        content_shown=can_read_content(request),
+        ip=request.META.get("REMOTE_ADDR") or None,
+    )
+
+
 class MessageInline(admin.TabularInline):
     model = Message
     fk_name = "conversation"
-    fields = _MESSAGE_FIELDS
-    readonly_fields = _MESSAGE_FIELDS
     extra = 0
     can_delete = False
     show_change_link = True
     ordering = ("created_at",)
 
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return _without_content(_MESSAGE_FIELDS, request, _CONTENT_FIELDS)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return self.get_fields(request, obj)
+
     def has_add_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -43,18 +85,89 @@ class ConversationAdmin(admin.ModelAdmin):
     list_filter = ("archived", "pinned", "title_is_provisional", "model", "created_at")
     search_fields = ("title", "owner__email")
     list_select_related = ("owner",)
-    raw_id_fields = ("owner", "current_leaf")
-    readonly_fields = ("id", "created_at")
     date_hierarchy = "created_at"
     inlines = (MessageInline,)
+
+    def get_exclude(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return () if can_read_content(request) else ("system_prompt",)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        content = ("system_prompt",) if can_read_content(request) else ()
+        return ("id", "owner", "current_leaf", "created_at", *content)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        conversation = self.get_object(request, object_id)
+        if conversation is not None and response.status_code == 200:
+            _record(request, conversation)
+        return response
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("id", "conversation", "role", "status", "model", "completion_tokens", "ttft_ms", "created_at")
+    """Read-only: what a user wrote or was answered is never edited by staff."""
+
+    list_display = ("short_id", "conversation_title", "role", "status", "model", "tokens", "ttft", "created_at")
     list_filter = ("status", "role", "model", "finish_reason", "created_at")
     search_fields = ("id", "conversation__title", "conversation__owner__email")
     list_select_related = ("conversation",)
-    raw_id_fields = ("conversation", "parent")
-    readonly_fields = ("id", "created_at", "updated_at", "heartbeat_at", "content_seq")
     date_hierarchy = "created_at"
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: Message) -> str:
+        return str(obj.pk)[:8]  # the whole id is on the message's page; 36 characters pushed columns off a 1280 px list
+
+    @admin.display(description="conversation", ordering="conversation__title")
+    def conversation_title(self, obj: Message) -> str:
+        return Truncator(obj.conversation.title).chars(40)
+
+    @admin.display(description="tokens", ordering="completion_tokens")
+    def tokens(self, obj: Message) -> int | None:
+        return obj.completion_tokens
+
+    @admin.display(description="TTFT ms", ordering="ttft_ms")
+    def ttft(self, obj: Message) -> int | None:
+        return obj.ttft_ms
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        fields = ("conversation", *_MESSAGE_FIELDS, "params", "updated_at", "heartbeat_at", "content_seq")
+        return _without_content(fields, request, _CONTENT_FIELDS)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return self.get_fields(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        message = self.get_object(request, object_id)
+        if message is not None and response.status_code == 200:
+            _record(request, message.conversation, message)
+        return response
+
+
+@admin.register(StaffAccess)
+class StaffAccessAdmin(admin.ModelAdmin):
+    """The audit log: who among staff opened whose conversation, when, and whether they saw its contents."""
+
+    list_display = ("at", "staff_email", "owner_email", "conversation_id", "message_id", "content_shown", "ip")
+    list_filter = ("content_shown", "at")
+    search_fields = ("staff_email", "owner_email", "=conversation_id")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

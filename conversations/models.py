@@ -89,6 +89,9 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["created_at"]
+        # What users wrote and the model answered is shown in the admin only to staff given this permission
+        # (superusers have it), and each time it is, a StaffAccess row records who looked.
+        permissions = [("view_message_content", "Can read the contents of users' conversations")]
         indexes = [
             models.Index(fields=["conversation", "created_at"], name="msg_conversation_idx"),
             models.Index(fields=["parent", "created_at"], name="msg_parent_idx"),
@@ -128,3 +131,53 @@ class ReplyDay(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.model} {self.status}: {self.replies}"
+
+
+class StaffAccess(models.Model):
+    """A member of staff opened a user's conversation (or one of its messages) in the admin: the audit log
+    admins read. Kept when either account or the conversation is deleted (the e-mail addresses are copied)."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+    staff = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    staff_email = models.EmailField(editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    owner_email = models.EmailField(editable=False)
+    conversation_id = models.UUIDField(db_index=True, editable=False)
+    message_id = models.UUIDField(null=True, blank=True, editable=False)
+    content_shown = models.BooleanField(
+        editable=False,
+        help_text="Whether the messages' contents were on the page (the staff member has the permission).",
+    )
+    ip = models.GenericIPAddressField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-at"]
+        verbose_name = "staff access to a conversation"
+        verbose_name_plural = "staff accesses to conversations"
+
+    def __str__(self) -> str:
+        return f"{self.staff_email} opened {self.owner_email}'s conversation {self.conversation_id}"
+
+
+class SharedLink(models.Model):
+    """A read-only link to a snapshot of one branch of a conversation, as it was when shared: what is written in
+    the conversation afterwards is not shown. Anyone with the link reads it until its owner revokes it."""
+
+    token = models.CharField(max_length=43, unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="shared_links")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="shared_links")
+    title = models.CharField(max_length=200)
+    messages = models.JSONField(help_text="The branch when shared: [{role, content, model, created_at}].")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="shared_owner_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.title} ({'revoked' if self.revoked_at else 'shared'})"

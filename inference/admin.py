@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import PurePath
+
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
 
 from inference.models import LLMModel
 
@@ -19,7 +22,11 @@ class LLMModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="source")
     def source_or_default(self, obj: LLMModel) -> str:
-        return obj.source or "(bundled default model)"
+        """The file or folder name (the whole path on hover and on the model's page): a long path pushed the list's
+        last columns off a 1280 px screen."""
+        if not obj.source:
+            return "(bundled default model)"
+        return format_html('<span title="{}">{}</span>', obj.source, PurePath(obj.source).name or obj.source)
 
     @admin.action(description="Enable the selected models")
     def enable(self, request: HttpRequest, queryset: QuerySet[LLMModel]) -> None:

@@ -230,18 +230,24 @@ def test_the_settings_page_shows_a_new_key_once_then_lists_it_without_the_secret
     # when a key is created
     created = client.post(page, {"name": "CI runner"})
 
-    # then the whole key is on that response, and only there
-    (key,) = re.findall(r"djn_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}", created.content.decode())
-    assert created.status_code == 201
-    assert "no-store" in created["Cache-Control"]
+    # then the POST redirects (a reload cannot create a second key) to the page that shows it, once
+    assert created.status_code == 302
+    assert created.url == page
+    shown = client.get(page)
+    (key,) = re.findall(r"djn_[A-Za-z0-9]{8}_[A-Za-z0-9]{40}", shown.content.decode())
+    assert "no-store" in shown["Cache-Control"]
+    assert ApiKey.objects.filter(user=user).count() == 1
     listing = client.get(page).content.decode()
     assert key not in listing
     assert key[:12] in listing
     assert "CI runner" in listing
     assert "Never" in listing  # last used
 
-    # when it is revoked
+    # when it is revoked, after a page that asks to confirm
     api_key = ApiKey.objects.get(prefix=key[:12])
+    confirm = client.get(reverse("accounts:settings_api_key_revoke", args=[api_key.pk])).content.decode()
+    assert "Revoke “CI runner”?" in confirm
+    assert key[:12] in client.get(page).content.decode()  # asking revokes nothing
     revoked = client.post(reverse("accounts:settings_api_key_revoke", args=[api_key.pk]), follow=True)
 
     # then it is gone from the list and no longer works
@@ -282,13 +288,18 @@ def test_another_users_key_cannot_be_revoked_from_the_settings_page(client, user
     assert theirs.revoked_at is None
 
 
-def test_revoking_from_the_settings_page_needs_a_post(client, user):
+def test_the_revoke_confirmation_page_revokes_nothing_and_hides_other_users_keys(client, user):
     api_key, _ = services.api_key_create(user=user)
+    theirs, _key = services.api_key_create(user=UserFactory())
     client.force_login(user)
 
     response = client.get(reverse("accounts:settings_api_key_revoke", args=[api_key.pk]))
+    other = client.get(reverse("accounts:settings_api_key_revoke", args=[theirs.pk]))
 
-    assert response.status_code == 405
+    api_key.refresh_from_db()
+    assert response.status_code == 200
+    assert api_key.revoked_at is None
+    assert other.status_code == 404
 
 
 def test_the_api_keys_page_needs_a_signed_in_user(client, db):

@@ -48,3 +48,83 @@ def test_messages_filter_by_status(admin_client):
 
     assert response.status_code == 200
     assert b"1 message" in response.content
+
+
+def staff_with(*codenames: str):
+    from django.contrib.auth.models import Permission
+
+    staff = UserFactory(is_staff=True, email="support@example.com")
+    staff.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return staff
+
+
+def test_staff_without_the_content_permission_see_a_conversation_but_not_what_was_written(client):
+    conversation = ConversationFactory(owner=UserFactory(email="ada@example.com"), system_prompt="Secret persona")
+    _question, reply = add_exchange(conversation, question="My private question", answer="A private answer")
+    client.force_login(staff_with("view_conversation", "view_message", "change_conversation"))
+
+    page = client.get(reverse("admin:conversations_conversation_change", args=[conversation.pk])).content.decode()
+    message_page = client.get(reverse("admin:conversations_message_change", args=[reply.pk]))
+
+    assert "My private question" not in page and "A private answer" not in page
+    assert "Secret persona" not in page
+    assert "assistant" in page  # the messages' metadata is there
+    assert message_page.status_code == 200
+    assert "A private answer" not in message_page.content.decode()
+
+
+def test_staff_with_the_content_permission_read_it_but_can_never_edit_a_message(client):
+    conversation = ConversationFactory()
+    _question, reply = add_exchange(conversation, answer="A private answer")
+    client.force_login(staff_with("view_conversation", "view_message", "change_message", "view_message_content"))
+
+    page = client.get(reverse("admin:conversations_message_change", args=[reply.pk]))
+    posted = client.post(reverse("admin:conversations_message_change", args=[reply.pk]), {"content": "Rewritten"})
+
+    reply.refresh_from_db()
+    assert "A private answer" in page.content.decode()
+    assert 'name="content"' not in page.content.decode()
+    assert posted.status_code == 403
+    assert reply.content == "A private answer"
+
+
+def test_every_staff_view_of_a_conversation_is_in_an_audit_log_admins_can_read_and_nobody_can_change(client):
+    from django.test import Client
+
+    from conversations.models import StaffAccess
+
+    admin_client = Client()
+    admin_client.force_login(UserFactory(is_staff=True, is_superuser=True))
+
+    owner = UserFactory(email="ada@example.com")
+    conversation = ConversationFactory(owner=owner)
+    _question, reply = add_exchange(conversation)
+    support = staff_with("view_conversation", "view_message")
+    client.force_login(support)
+
+    client.get(reverse("admin:conversations_conversation_change", args=[conversation.pk]))
+    client.get(reverse("admin:conversations_message_change", args=[reply.pk]))
+    client.get(reverse("admin:conversations_conversation_changelist"))  # a list of titles is not a view of one
+
+    logged = list(
+        StaffAccess.objects.order_by("at").values_list("staff_email", "owner_email", "message_id", "content_shown")
+    )
+    assert logged == [
+        ("support@example.com", "ada@example.com", None, False),
+        ("support@example.com", "ada@example.com", reply.pk, False),
+    ]
+    log_page = admin_client.get(reverse("admin:conversations_staffaccess_changelist"))
+    assert log_page.status_code == 200
+    assert "support@example.com" in log_page.content.decode()
+    entry = StaffAccess.objects.first()
+    assert (
+        admin_client.post(
+            reverse("admin:conversations_staffaccess_delete", args=[entry.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    assert (
+        client.get(reverse("admin:conversations_staffaccess_changelist")).status_code == 403
+    )  # support cannot read it
+    owner.delete()
+    assert StaffAccess.objects.filter(owner_email="ada@example.com").count() == 2  # kept after the account goes
