@@ -5,6 +5,9 @@ PostgreSQL or Redis, made unreliable on purpose (the fault suite and the tests t
     proxy.delay(0.05, jitter=0.05)  # every chunk waits 50-100 ms each way
     proxy.cut()                     # every open connection is reset now (new ones are accepted)
     proxy.refuse(True)              # new connections are refused and open ones cut: the server is away
+    proxy.lose(replies_only=True)   # the open connections' bytes vanish (to the client only, or both ways),
+                                    # and nothing closes: a connection dead without a word; new ones work
+    proxy.lose(matching=b"GET /ws/")  # only the connections whose first bytes from the client hold that
     proxy.refuse(False)
     proxy.stop()
 
@@ -35,6 +38,9 @@ class FaultyProxy:
         self._connections: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._delay = (0.0, 0.0)
         self._refusing = False
+        self._lost: set[asyncio.StreamWriter] = set()  # what is written to these vanishes
+        self._opening: dict[asyncio.StreamWriter, bytes] = {}  # a connection's first bytes from its client
+        self._silenced: set[asyncio.StreamWriter] = set()  # lost clients whose server has closed: they never hear
         self.cuts = 0  # connections cut so far
         self.accepted = 0
 
@@ -60,6 +66,23 @@ class FaultyProxy:
     def cut(self) -> int:
         """Reset every open connection now; returns how many."""
         return self._call(self._cut())
+
+    def lose(self, *, replies_only: bool = False, matching: bytes | None = None) -> int:
+        """From now on, what the open connections carry vanishes: what the target sends back only, or both ways.
+        Nothing is closed or reset. ``matching``: only the connections whose client's first bytes hold it.
+        Returns how many connections."""
+        return self._call(self._lose(replies_only, matching))
+
+    async def _lose(self, replies_only: bool, matching: bytes | None) -> int:
+        lost = 0
+        for client, upstream in self._connections:
+            if client in self._lost or (matching is not None and matching not in self._opening.get(upstream, b"")):
+                continue
+            self._lost.add(client)
+            if not replies_only:
+                self._lost.add(upstream)
+            lost += 1
+        return lost
 
     def refuse(self, refusing: bool) -> None:
         """Stop listening (new connections are refused, open ones cut), or listen again on the same port."""
@@ -87,6 +110,9 @@ class FaultyProxy:
 
     async def _shutdown(self) -> None:
         await self._close(cut=True)
+        for writer in self._silenced:
+            writer.transport.abort()
+        self._silenced.clear()
         tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
@@ -130,6 +156,11 @@ class FaultyProxy:
         finally:
             self._connections.discard(pair)
             for writer in pair:
+                self._opening.pop(writer, None)
+                if writer is client_writer and writer in self._lost:
+                    self._silenced.add(writer)  # a dead route: the client hears nothing, not even the end
+                    continue
+                self._lost.discard(writer)
                 writer.transport.abort()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -141,9 +172,13 @@ class FaultyProxy:
                 seconds, jitter = self._delay
                 if seconds or jitter:
                     await asyncio.sleep(seconds + random.random() * jitter)
+                self._opening.setdefault(writer, data[:4096])
+                if writer in self._lost:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            writer.transport.abort()
+            if writer not in self._lost:
+                writer.transport.abort()

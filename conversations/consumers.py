@@ -15,9 +15,15 @@ with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
     generation.watch {id, after} -> the events with seq > after;  generation.cancel {id}
     conversation.rename {conversation, title} / .pin {conversation, pinned} / .archive {conversation,
         archived} / .set_system_prompt {conversation, system_prompt}  -> conversation.updated (every tab)
+    (a new turn: conversation.updated {conversation, new_turn: true} to the user's other tabs; ``parent`` on
+    message.send must still be the end of the branch, else error conversation_changed, then conversation.branch)
     conversation.delete {conversation} -> conversation.deleted {conversation} (every tab)
     conversation.switch_branch {message} / conversation.open {conversation} -> conversation.branch
-    conversation.search {query, archived} -> conversation.list {query, archived, conversations}
+    conversation.search {query, archived, after?} -> conversation.list {query, archived, after, next, conversations}
+    conversation.share {conversation} -> conversation.shared {conversation, url} (a read-only link to a snapshot)
+    ping -> pong (the page's heartbeat);  generation.state {id} -> generation.state {id, state} (a reply that
+    shows nothing yet: queued, loading_model, running, or its final status)
+    (a page of PAGE_SIZE by keyset: ``after`` is the ``next`` of the page before; ``next`` is null on the last)
 
 Server -> browser also: generation.delta {id, seq, text}, generation.done {id, seq, finish_reason, usage,
 message}, generation.error {id, seq, message, code}, generation.waiting {id, seq} (a watch with nothing to
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -40,11 +47,13 @@ from uuid import UUID
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from config.errors import UNAVAILABLE_ERRORS
-from conversations import presenters, selectors, services
-from conversations.errors import ConversationError, InvalidInput, LimitReached, NotFound
+from conversations import presenters, selectors, services, sharing
+from conversations.errors import ConversationError, InvalidInput, LimitReached, NotFound, Stale
 from conversations.following import db, reply_settle
 from conversations.models import Conversation
+from inference import streams
 from inference.follow import FollowInterrupted, follow
+from inference.redis import get_async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +72,23 @@ FLOOD_RATE = 10.0
 FLOOD_CLOSE_AFTER = 200
 CLOSE_FLOOD = 4429
 UNAVAILABLE = "Djinn cannot reach its database or cache right now. Try again in a few seconds."
-SEARCH_LIMIT = 100
+PAGE_SIZE = 100  # conversations in one page of the sidebar (conversation.search)
+# A command that makes a turn is recorded by its client_id (the page's own id for it) for SENT_TTL_S, so the page
+# can send it again after a dropped connection without making it twice. A second copy that finds the first still
+# being made waits up to SENT_WAIT_TRIES x SENT_WAIT_S for it.
+SENT_TTL_S = 600
+SENT_PENDING = "pending"
+SENT_WAIT_TRIES = 100
+SENT_WAIT_S = 0.1
+
+
+def sent_key(user_id: int, command: dict[str, Any]) -> str:
+    """The record of a turn-making command: its client_id and what it asks, so the same id on a different
+    command (a careless client's) is a different command."""
+    fields = ("client_id", "type", "conversation", "parent", "message", "content")
+    identity = json.dumps([command.get(name) for name in fields], sort_keys=True, default=str)
+    return f"djinn:sent:{user_id}:{hashlib.sha256(identity.encode()).hexdigest()}"
+
 
 EVENT_TYPES = {"delta": "generation.delta", "done": "generation.done", "error": "generation.error"}
 
@@ -162,27 +187,37 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         params = content.get("params")
         if params is not None and not isinstance(params, dict):
             raise InvalidInput("params must be an object.")
-        await self.start_turn(
-            services.message_send,
-            content.get("client_id"),
-            user=self.user,
-            conversation_id=_uuid(content, "conversation", required=False),
-            parent_id=_uuid(content, "parent", required=False),
-            content=_text(content, "content"),
-            model=_text(content, "model", required=False),
-            system_prompt=_text(content, "system_prompt", required=False, allow_empty=True),
-            params=params,
-        )
+        conversation_id = _uuid(content, "conversation", required=False)
+        parent_id = _uuid(content, "parent", required=False)
+        try:
+            await self.start_turn(
+                services.message_send,
+                content,
+                user=self.user,
+                conversation_id=conversation_id,
+                parent_id=parent_id,
+                content=_text(content, "content"),
+                model=_text(content, "model", required=False),
+                system_prompt=_text(content, "system_prompt", required=False, allow_empty=True),
+                params=params,
+                expect_leaf=parent_id is not None,  # the page sends the end of the branch it shows
+            )
+        except Stale as exc:
+            # Another tab added a turn this one missed: say so, then show the branch as it is now.
+            client_id = content.get("client_id")
+            await self.send_error(exc.code, exc.message, client_id=client_id if isinstance(client_id, str) else None)
+            conversation = await db(selectors.conversation_get)(user=self.user, conversation_id=conversation_id)
+            await self.send_branch(conversation)
 
     async def message_regenerate(self, content: dict[str, Any]) -> None:
         await self.start_turn(
-            services.message_regenerate, content.get("client_id"), user=self.user, message_id=_uuid(content, "message")
+            services.message_regenerate, content, user=self.user, message_id=_uuid(content, "message")
         )
 
     async def message_edit(self, content: dict[str, Any]) -> None:
         await self.start_turn(
             services.message_edit,
-            content.get("client_id"),
+            content,
             user=self.user,
             message_id=_uuid(content, "message"),
             content=_text(content, "content"),
@@ -245,12 +280,39 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
         await self.send_branch(conversation)
 
+    async def conversation_share(self, content: dict[str, Any]) -> None:
+        link = await db(sharing.share_create)(user=self.user, conversation_id=_uuid(content, "conversation"))
+        await self.send_json(
+            {"type": "conversation.shared", "conversation": str(link.conversation_id), "url": f"/s/{link.token}/"}
+        )
+
+    async def generation_state(self, content: dict[str, Any]) -> None:
+        """Where a reply that shows nothing yet stands: queued (no worker has taken it), loading_model (a worker
+        is loading its model), running (its prompt is being read), or finished."""
+        message = await db(selectors.message_get)(user=self.user, message_id=_uuid(content, "id"))
+        state = message.status
+        if state == "queued" and await streams.amodel_loading(message.model):
+            state = "loading_model"
+        await self.send_json({"type": "generation.state", "id": str(message.pk), "state": state})
+
+    async def ping(self, content: dict[str, Any]) -> None:
+        """The page's heartbeat: a connection that stops answering is one to replace."""
+        await self.send_json({"type": "pong"})
+
     async def conversation_search(self, content: dict[str, Any]) -> None:
         query = _text(content, "query", required=False, allow_empty=True) or None
         archived = _bool(content, "archived") if "archived" in content else False
-        conversations = await db(_search)(user=self.user, query=query, archived=archived)
+        after = _text(content, "after", required=False) or None
+        conversations, next_cursor = await db(_search)(user=self.user, query=query, archived=archived, after=after)
         await self.send_json(
-            {"type": "conversation.list", "query": query or "", "archived": archived, "conversations": conversations}
+            {
+                "type": "conversation.list",
+                "query": query or "",
+                "archived": archived,
+                "after": after,
+                "next": next_cursor,
+                "conversations": conversations,
+            }
         )
 
     # Events out ------------------------------------------------------------------------------------
@@ -261,20 +323,69 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             frame["client_id"] = client_id
         await self.send_json(frame)
 
-    async def start_turn(self, service: Callable[..., services.Turn], client_id: Any, **kwargs: Any) -> None:
+    async def start_turn(self, service: Callable[..., services.Turn], command: dict[str, Any], **kwargs: Any) -> None:
         """Make a new turn with ``service`` and answer it: the turn, then the branch it made current, then the
         reply as it streams. The service and both frames' reads share one trip to a worker thread: the reply
-        is queued by then, and every trip on the event loop is CPU the engine's first token waits for."""
-        turn, frame, branch = await db(_turn_frames)(service, kwargs)
-        frame["client_id"] = client_id if isinstance(client_id, str) else None
+        is queued by then, and every trip on the event loop is CPU the engine's first token waits for.
+
+        A ``command`` with a ``client_id`` makes its turn once: the page sends it again, as it was, on a new
+        connection when the first one died before the answer came (the command may or may not have reached the
+        server), and gets the turn the first one made, if it did (SENT_TTL_S)."""
+        client_id = command.get("client_id")
+        client_id = client_id if isinstance(client_id, str) and client_id else None
+        key = sent_key(self.user.pk, command) if client_id else None
+        claimed = key is None or await get_async_redis().set(key, SENT_PENDING, nx=True, ex=SENT_TTL_S)
+        if not claimed and await self._answer_again(key, client_id):
+            return
+        try:
+            turn, frame, branch = await db(_turn_frames)(service, kwargs)
+        except BaseException:
+            if key is not None:
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                    await get_async_redis().delete(key)  # not made: the same command may be tried again
+            raise
+        frame["client_id"] = client_id
         await self.send_json(frame)
         await self.send_json(branch)
         self.watch(str(turn.assistant_message.id), 0, fresh=True)
-        # The user's other tabs move the conversation to the top of their list (this one knows already).
+        if key is not None:
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await get_async_redis().set(key, str(turn.assistant_message.id), ex=SENT_TTL_S)
+        # The user's other tabs move the conversation to the top of their list (this one knows already), and a tab
+        # showing it asks for its branch (conversation.open), so the new turn appears there too, streaming.
         await self.channel_layer.group_send(
             self.group,
-            {"type": "conversation.updated", "conversation": frame["conversation"], "except": self.channel_name},
+            {
+                "type": "conversation.updated",
+                "conversation": frame["conversation"],
+                "new_turn": True,
+                "except": self.channel_name,
+            },
         )
+
+    async def _answer_again(self, key: str, client_id: str | None) -> bool:
+        """The command ``key`` names was taken before (on a connection since lost, or still being made): answer
+        with the turn it made. False when it made none (it failed, or its record is gone): make it now."""
+        for _ in range(SENT_WAIT_TRIES):
+            value = await get_async_redis().get(key)
+            if value is None:
+                if await get_async_redis().set(key, SENT_PENDING, nx=True, ex=SENT_TTL_S):
+                    return False  # ours now
+                continue
+            value = value.decode() if isinstance(value, bytes) else value
+            if value != SENT_PENDING:
+                try:
+                    frame, branch = await db(_existing_turn_frames)(user=self.user, reply_id=value)
+                except NotFound:  # deleted since (or a database restored from before it): make it again
+                    await get_async_redis().set(key, SENT_PENDING, ex=SENT_TTL_S)
+                    return False
+                frame["client_id"] = client_id
+                await self.send_json(frame)
+                await self.send_json(branch)
+                self.watch(frame["assistant_message"]["id"], 0)
+                return True
+            await asyncio.sleep(SENT_WAIT_S)
+        raise ConversationError("This message is still being sent. Try again in a moment.", code="busy")
 
     async def send_branch(self, conversation: Conversation) -> None:
         frame = await db(_branch_frame)(user=self.user, conversation=conversation)
@@ -290,7 +401,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def conversation_updated(self, event: dict[str, Any]) -> None:
         if event.get("except") == self.channel_name:
             return
-        await self.send_json({"type": "conversation.updated", "conversation": event["conversation"]})
+        frame = {"type": "conversation.updated", "conversation": event["conversation"]}
+        if event.get("new_turn"):
+            frame["new_turn"] = True
+        await self.send_json(frame)
 
     async def conversation_deleted(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "conversation.deleted", "conversation": event["conversation"]})
@@ -374,6 +488,7 @@ HANDLERS: dict[str, Handler] = {
     "message.edit": ChatConsumer.message_edit,
     "generation.watch": ChatConsumer.generation_watch,
     "generation.cancel": ChatConsumer.generation_cancel,
+    "generation.state": ChatConsumer.generation_state,
     "conversation.rename": ChatConsumer.conversation_rename,
     "conversation.pin": ChatConsumer.conversation_pin,
     "conversation.archive": ChatConsumer.conversation_archive,
@@ -382,6 +497,8 @@ HANDLERS: dict[str, Handler] = {
     "conversation.switch_branch": ChatConsumer.conversation_switch_branch,
     "conversation.open": ChatConsumer.conversation_open,
     "conversation.search": ChatConsumer.conversation_search,
+    "conversation.share": ChatConsumer.conversation_share,
+    "ping": ChatConsumer.ping,
 }
 
 
@@ -402,6 +519,20 @@ def _turn_frames(
     return turn, frame, _branch_frame(user=kwargs["user"], conversation=turn.conversation)
 
 
+def _existing_turn_frames(*, user: Any, reply_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """turn.created and conversation.branch for a turn made before (the reply ``reply_id`` and its question)."""
+    reply = selectors.message_get(user=user, message_id=UUID(reply_id))
+    conversation = selectors.conversation_get(user=user, conversation_id=reply.conversation_id)
+    question = selectors.message_get(user=user, message_id=reply.parent_id)
+    frame = {
+        "type": "turn.created",
+        "conversation": presenters.conversation_to_dict(conversation),
+        "user_message": presenters.message_to_dict(question),
+        "assistant_message": presenters.message_to_dict(reply),
+    }
+    return frame, _branch_frame(user=user, conversation=conversation)
+
+
 def _branch_frame(*, user: Any, conversation: Conversation) -> dict[str, Any]:
     branch = selectors.conversation_branch(user=user, conversation=conversation)
     return {
@@ -415,9 +546,13 @@ def _message_dict(*, user: Any, message_id: str) -> dict[str, Any]:
     return presenters.message_to_dict(selectors.message_get(user=user, message_id=UUID(message_id)))
 
 
-def _search(*, user: Any, query: str | None, archived: bool) -> list[dict[str, Any]]:
-    conversations = selectors.conversation_list(user=user, archived=archived, query=query)[:SEARCH_LIMIT]
-    return [presenters.conversation_to_dict(conversation) for conversation in conversations]
+def _search(
+    *, user: Any, query: str | None, archived: bool, after: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    conversations, next_cursor = selectors.conversation_page(
+        user=user, archived=archived, query=query, after=after, limit=PAGE_SIZE
+    )
+    return [presenters.conversation_to_dict(conversation) for conversation in conversations], next_cursor
 
 
 # Frame fields ------------------------------------------------------------------------------------

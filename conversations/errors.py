@@ -24,6 +24,13 @@ class InvalidInput(ConversationError):
     code = "invalid_input"
 
 
+class Stale(ConversationError):
+    """A message sent to continue a branch whose end has moved since the sender saw it (another tab or device
+    added a turn): sending it would silently fork the conversation."""
+
+    code = "conversation_changed"
+
+
 class ContextTooLong(ConversationError):
     code = "context_length_exceeded"
 

@@ -16,7 +16,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from accounts import rows
 from accounts.models import User
-from conversations.errors import NotFound
+from conversations.errors import InvalidInput, NotFound
 from conversations.models import SEARCH_CONFIG, Conversation, Message
 
 _WORD = re.compile(r"\w+")
@@ -39,7 +39,7 @@ def conversation_list(*, user: User, archived: bool = False, query: str | None =
     ``query``: full-text search over titles and message contents; each word matches as a prefix
     ("pyth" finds "python"), all words must match (in the title or in one message).
     """
-    conversations = Conversation.objects.filter(owner=user, archived=archived).order_by("-pinned", "-updated_at")
+    conversations = Conversation.objects.filter(owner=user, archived=archived).order_by("-pinned", "-updated_at", "-id")
     search = _search_query(query or "")
     if search is None:
         return conversations
@@ -51,6 +51,42 @@ def conversation_list(*, user: User, archived: bool = False, query: str | None =
     return conversations.annotate(document=SearchVector("title", config=SEARCH_CONFIG)).filter(
         Q(document=search) | Exists(in_messages)
     )
+
+
+def conversation_page(
+    *, user: User, archived: bool = False, query: str | None = None, after: str | None = None, limit: int = 100
+) -> tuple[list[Conversation], str | None]:
+    """One page of conversation_list, by keyset: the conversations that come after the ``after`` cursor in
+    its order, and the cursor of the page after this one (None on the last page). A cursor names a place in
+    the order, not an offset, so a chat that moves to the top between two pages neither repeats nor hides
+    another. A malformed cursor raises InvalidInput."""
+    conversations = conversation_list(user=user, archived=archived, query=query)
+    if after:
+        pinned, updated_at, last_id = _parse_cursor(after)
+        conversations = conversations.filter(
+            Q(pinned__lt=pinned)
+            | Q(pinned=pinned, updated_at__lt=updated_at)
+            | Q(pinned=pinned, updated_at=updated_at, id__lt=last_id)
+        )
+    page = list(conversations[: limit + 1])
+    if len(page) <= limit:
+        return page, None
+    page = page[:limit]
+    last = page[-1]
+    return page, f"{int(last.pinned)}_{last.updated_at.isoformat()}_{last.pk}"
+
+
+def _parse_cursor(cursor: str) -> tuple[bool, datetime, UUID]:
+    try:
+        pinned, updated_at, last_id = cursor.split("_")
+        if pinned not in {"0", "1"}:
+            raise ValueError(pinned)
+        when = datetime.fromisoformat(updated_at)
+        if when.tzinfo is None:
+            raise ValueError(updated_at)
+        return pinned == "1", when, UUID(last_id)
+    except ValueError:
+        raise InvalidInput("after must be a cursor from an earlier page.") from None
 
 
 def conversation_get(*, user: User, conversation_id: UUID | str, lock: bool = False) -> Conversation:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from accounts.models import User
 from accounts.selectors import user_can_chat
 from conversations import limits, prompts, selectors
-from conversations.errors import InvalidInput, NotAllowed, NotFound
+from conversations.errors import InvalidInput, NotAllowed, NotFound, Stale
 from conversations.models import Conversation, Message
 from conversations.tasks import reply_enqueue
 from inference import streams
@@ -46,13 +46,16 @@ def message_send(
     model: str | None = None,
     system_prompt: str | None = None,
     params: dict[str, Any] | None = None,
+    expect_leaf: bool = False,
 ) -> Turn:
     """Add a user message and a queued reply. ``conversation_id`` None starts a conversation (titled
     provisionally from ``content``); ``parent_id`` None continues after the current leaf. ``model`` and
-    ``system_prompt``, when given, become the conversation's from now on.
+    ``system_prompt``, when given, become the conversation's from now on. ``expect_leaf``: ``parent_id`` is
+    the end of the branch the sender sees, and must still be the conversation's current leaf (the chat page:
+    a tab that missed another tab's turn must not fork the conversation behind the user's back).
 
     Raises NotAllowed, NotFound, InvalidInput (empty or over-long message, unknown model or parameter,
-    a reply still being written), ContextTooLong, LimitReached (the plan's limits: nothing is written).
+    a reply still being written), Stale, ContextTooLong, LimitReached (the plan's limits: nothing is written).
     """
     _check_can_chat(user)
     content = _clean_content(content)
@@ -77,6 +80,11 @@ def message_send(
             if system_prompt is not None:
                 conversation.system_prompt = system_prompt
             parent = _parent(conversation, user, parent_id)
+            if expect_leaf and conversation.current_leaf_id != (parent.pk if parent else None):
+                raise Stale(
+                    "This chat has new messages, sent from another tab or device: they are shown now. "
+                    "Send yours again to continue after them."
+                )
         limits.check_model(plan, llm)
         merged = prompts.request_params(llm, params)
         path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=parent.pk) if parent else []

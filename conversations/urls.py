@@ -8,4 +8,6 @@ app_name = "conversations"
 
 urlpatterns = [
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="detail"),
+    path("s/<str:token>/", views.shared, name="shared"),
+    path("settings/shared-links/", views.settings_shared_links, name="settings_shared_links"),
 ]

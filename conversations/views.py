@@ -7,22 +7,24 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_http_methods, require_safe
 
 from accounts import views as account_views
 from accounts.decorators import verified_required
 from accounts.models import User
-from conversations import presenters, selectors
+from conversations import presenters, selectors, sharing
 from conversations.errors import NotFound
 from conversations.models import Conversation
 from inference.registry import model_list_enabled
 
-SIDEBAR_LIMIT = 200  # the most recent; search reaches the rest
+SIDEBAR_PAGE = 100  # the most recent; scrolling the sidebar loads the next pages (conversation.search)
 
 
 @require_safe
@@ -56,14 +58,14 @@ def _chat_page(request: HttpRequest, *, user: User, conversation: Conversation |
         if conversation
         else []
     )
-    conversations = [
-        presenters.conversation_to_dict(item) for item in selectors.conversation_list(user=user)[:SIDEBAR_LIMIT]
-    ]
+    first_page, next_cursor = selectors.conversation_page(user=user, limit=SIDEBAR_PAGE)
+    conversations = [presenters.conversation_to_dict(item) for item in first_page]
     models = [{"name": model.name, "display_name": model.display_name} for model in model_list_enabled()]
     chat_data: dict[str, Any] = {
         "conversation": presenters.conversation_to_dict(conversation) if conversation else None,
         "messages": messages,
         "conversations": conversations,
+        "conversations_next": next_cursor,
         "models": models,
         "default_model": models[0]["name"] if models else "",
         "logo_url": static("img/logo.svg"),
@@ -79,3 +81,36 @@ def _chat_page(request: HttpRequest, *, user: User, conversation: Conversation |
         "chat_data": chat_data,
     }
     return render(request, "chat/chat.html", context)
+
+
+# Shared links ------------------------------------------------------------------------------------------
+
+
+@require_safe
+def shared(request: HttpRequest, token: str) -> HttpResponse:
+    """A shared snapshot, for anyone with the link: read-only, rendered like the chat, never indexed."""
+    try:
+        link = sharing.share_get_public(token=token)
+    except NotFound:
+        raise Http404("This shared link does not exist or was revoked.") from None
+    response = render(request, "chat/shared.html", {"link": link})
+    response["X-Robots-Tag"] = "noindex, nofollow, noarchive"
+    response["Cache-Control"] = "private, no-cache"  # a revoked link must stop showing at once
+    return response
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def settings_shared_links(request: HttpRequest) -> HttpResponse:
+    """The user's shared links, each with a button that revokes it (POST ``revoke`` = its id)."""
+    user: User = request.user  # type: ignore[assignment]
+    if request.method == "POST":
+        try:
+            link = sharing.share_revoke(user=user, share_id=int(request.POST.get("revoke", "")))
+        except (ValueError, NotFound):
+            raise Http404("No such shared link.") from None
+        messages.success(request, f"The link to “{link.title}” is revoked: it no longer opens.")
+        return redirect("conversations:settings_shared_links")
+    context = {"links": sharing.share_list(user=user), "section": "shared_links"}
+    return render(request, "chat/settings_shared_links.html", context)

@@ -6,11 +6,16 @@ server, serves its own on DJINN_WORKER_METRICS_PORT when that is set.
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from django.conf import settings
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -106,8 +111,35 @@ def start_worker_metrics_server() -> None:
     if not port:
         return
     try:
-        start_http_server(port)
+        server = make_server("", port, _worker_app, ThreadingWSGIServer, handler_class=_QuietHandler)
     except OSError as exc:  # e.g. a second worker on the same machine: it runs on without its own endpoint
         logger.warning("Worker metrics not served on port %d: %s", port, exc)
         return
-    logger.info("Worker metrics on port %d", port)
+    threading.Thread(target=server.serve_forever, name="worker-metrics", daemon=True).start()
+    logger.info("Worker metrics, /healthz and /readyz on port %d", port)
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: not worth a log line
+        pass
+
+
+_metrics_app = make_wsgi_app()
+
+
+def _worker_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """/metrics (Prometheus), /healthz (the process answers) and /readyz (the default model is loaded: until
+    then an orchestrator sends this worker nothing, and a probe sees it is still loading, not stuck)."""
+    path = environ.get("PATH_INFO", "")
+    if path in {"/healthz", "/readyz"}:
+        from inference.runtime import readiness
+
+        ready, detail = readiness() if path == "/readyz" else (True, {})
+        body = json.dumps({"status": "ok" if ready else "loading", **detail}).encode()
+        start_response("200 OK" if ready else "503 Service Unavailable", [("Content-Type", "application/json")])
+        return [body]
+    return _metrics_app(environ, start_response)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from gguf import GGUFReader
 
+from inference import streams
 from inference.engine import Engine, ModelLoadError, Tokenizer, load_tokenizer, resolve_model_path, tokenizer_from_gguf
 from inference.faults import retrying_db
 from inference.models import LLMModel
@@ -31,6 +33,8 @@ _lock = threading.Lock()
 # the engine with the old weights lives on for the replies it is still producing.
 _engines: dict[tuple[str, str], Engine] = {}
 _checkpoint_infos: dict[str, tuple[Tokenizer, int]] = {}
+# What preload() did: the default model's name, whether it is loaded, why not.
+_preload_state: dict[str, Any] = {"model": None, "loaded": False, "error": None}
 
 
 def get_engine(model: LLMModel | None = None) -> Engine:
@@ -47,9 +51,25 @@ def get_engine(model: LLMModel | None = None) -> Engine:
             if engine is None:
                 path = resolve_model_path(key[1] or None)
                 logger.info("Loading model %s from %s", model.name, path, extra={"model": model.name})
-                engine = Engine(path, device=settings.DJINN_DEVICE)
+                started = time.monotonic()
+                with streams.model_loading(model.name):  # replies waiting on it say "loading the model"
+                    engine = Engine(path, device=settings.DJINN_DEVICE)
                 _engines[key] = engine
+                logger.info(
+                    "Loaded model %s in %.1f s",
+                    model.name,
+                    time.monotonic() - started,
+                    extra={"model": model.name},
+                )
     return engine
+
+
+def readiness() -> tuple[bool, dict[str, Any]]:
+    """Whether this inference worker is ready to take replies: the default model loaded (preload). For its
+    /readyz (inference.metrics), so an orchestrator sends it no traffic while it loads."""
+    if _preload_state["loaded"]:
+        return True, {"model": _preload_state["model"], "loaded": True}
+    return False, {"model": _preload_state["model"], "loaded": False, "error": _preload_state["error"]}
 
 
 def preload() -> None:
@@ -58,8 +78,11 @@ def preload() -> None:
     reply loads it instead, heart-beating meanwhile."""
     try:
         model = retrying_db(lambda: model_get(None), deadline_s=settings.DJINN_DB_RETRY_S, what="Reading the model")
+        _preload_state["model"] = model.name
         get_engine(model)
+        _preload_state.update(loaded=True, error=None)
     except Exception as exc:  # best effort, whatever stops it: the first reply does the work instead
+        _preload_state["error"] = str(exc)
         logger.warning("The model was not loaded at start: %s", exc)
     finally:
         close_old_connections()

@@ -22,7 +22,9 @@ process reads through ``inference.stream_hub`` (one XREAD for every stream it fo
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -295,3 +297,31 @@ def worker_alive(generation_id: UUID | str) -> bool:
 async def aworker_alive(generation_id: UUID | str) -> bool:
     """:func:`worker_alive` for asyncio code."""
     return bool(await get_async_redis().exists(heartbeat_key(generation_id)))
+
+
+# A model being loaded by an inference worker (its weights read, its engine built): the chat page says "loading
+# the model" for a reply that waits on it. Set for the load's duration, with a TTL in case the worker dies.
+MODEL_LOADING_TTL_S = 300
+
+
+def model_loading_key(model_name: str) -> str:
+    return f"djinn:model-loading:{model_name}"
+
+
+@contextlib.contextmanager
+def model_loading(model_name: str) -> Iterator[None]:
+    """Mark ``model_name`` as loading while the block runs. Best effort: Redis away, the load goes on unmarked."""
+    key = model_loading_key(model_name)
+    try:
+        get_redis().set(key, "1", ex=MODEL_LOADING_TTL_S)
+    except (redis.RedisError, OSError):
+        pass
+    try:
+        yield
+    finally:
+        with contextlib.suppress(redis.RedisError, OSError):
+            get_redis().delete(key)
+
+
+async def amodel_loading(model_name: str) -> bool:
+    return bool(await get_async_redis().exists(model_loading_key(model_name)))

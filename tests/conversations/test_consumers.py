@@ -27,6 +27,7 @@ from conversations import consumers, services
 from conversations.models import Conversation, Message
 from inference import streams
 from inference.redis import get_redis
+from tests.conversations.factories import ConversationFactory
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -381,7 +382,14 @@ def test_malformed_frames_get_an_error_and_the_socket_stays_usable(user):
 
         assert [(a["type"], a["code"]) for a in answers] == [("error", "invalid_input")] * 7
         assert all(a["message"] for a in answers)
-        assert still_working == {"type": "conversation.list", "query": "", "archived": False, "conversations": []}
+        assert still_working == {
+            "type": "conversation.list",
+            "query": "",
+            "archived": False,
+            "after": None,
+            "next": None,
+            "conversations": [],
+        }
 
     run(scenario)
 
@@ -497,7 +505,7 @@ def test_sidebar_operations_reach_every_tab_of_the_user(user):
             await tab.send_json_to({"type": "conversation.delete", "conversation": conversation_id})
             deleted = await receive(other_tab)
 
-        assert appeared == {"type": "conversation.updated", "conversation": turn["conversation"]}
+        assert appeared == {"type": "conversation.updated", "conversation": turn["conversation"], "new_turn": True}
         assert {frame["conversation"]["title"] for frame in renamed} == {"Trip"}
         assert pinned["conversation"]["pinned"] is True
         assert [c["id"] for c in found[-1]["conversations"]] == [conversation_id]
@@ -555,5 +563,102 @@ def test_a_flood_of_frames_is_refused_past_a_burst_and_a_client_that_keeps_at_it
         assert [frame["type"] for frame in frames].count("conversation.list") == consumers.FLOOD_BURST
         assert refused[0]["code"] == "rate_limited"
         assert output["code"] == consumers.CLOSE_FLOOD
+
+    run(scenario)
+
+
+def test_a_tab_that_missed_a_turn_is_told_and_shown_it_instead_of_forking_the_conversation(user):
+    async def scenario():
+        async with chat_socket(user) as tab_a, chat_socket(user) as tab_b:
+            first = await send_message(tab_a, "First question")
+            conversation_id = first["conversation"]["id"]
+            await complete(tab_a, first["assistant_message"]["id"], "First answer")
+            await receive_until(tab_b, "conversation.updated")
+            # tab A asks again; tab B, which still shows the first answer as the end, sends after it
+            second = await send_message(
+                tab_a, "Second question", conversation=conversation_id, parent=first["assistant_message"]["id"]
+            )
+            told = await receive_until(tab_b, "conversation.updated")
+            await tab_b.send_json_to(
+                {
+                    "type": "message.send",
+                    "client_id": "b1",
+                    "content": "From tab B",
+                    "conversation": conversation_id,
+                    "parent": first["assistant_message"]["id"],
+                }
+            )
+            refused = await receive_until(tab_b, "error")
+            shown = await receive_until(tab_b, "conversation.branch")
+
+        assert told[-1]["new_turn"] is True
+        assert refused[-1]["code"] == "conversation_changed"
+        assert refused[-1]["client_id"] == "b1"
+        assert [m["id"] for m in shown[-1]["messages"]][-1] == second["assistant_message"]["id"]
+        contents = await database_sync_to_async(
+            lambda: list(Message.objects.filter(conversation_id=conversation_id).values_list("content", flat=True))
+        )()
+        assert "From tab B" not in contents  # nothing forked
+
+    run(scenario)
+
+
+def test_the_sidebar_pages_through_a_long_history_by_cursor(user):
+    async def scenario():
+        await database_sync_to_async(ConversationFactory.create_batch)(consumers.PAGE_SIZE + 5, owner=user)
+        async with chat_socket(user) as socket:
+            await socket.send_json_to({"type": "conversation.search", "query": ""})
+            first = (await receive_until(socket, "conversation.list"))[-1]
+            await socket.send_json_to({"type": "conversation.search", "query": "", "after": first["next"]})
+            second = (await receive_until(socket, "conversation.list"))[-1]
+            await socket.send_json_to({"type": "conversation.search", "query": "", "after": "bogus"})
+            bad = (await receive_until(socket, "error"))[-1]
+
+        ids = [c["id"] for c in first["conversations"] + second["conversations"]]
+        assert len(first["conversations"]) == consumers.PAGE_SIZE
+        assert second["after"] == first["next"] and second["next"] is None
+        assert len(ids) == len(set(ids)) == consumers.PAGE_SIZE + 5
+        assert bad["code"] == "invalid_input"
+
+    run(scenario)
+
+
+def test_a_command_sent_again_after_a_dropped_connection_makes_its_turn_once(user):
+    async def scenario():
+        frame = {"type": "message.send", "client_id": str(uuid.uuid4()), "content": "Sent while the network dropped"}
+        async with chat_socket(user) as lost:
+            await lost.send_json_to(frame)
+            first = await receive_until(lost, "turn.created")
+        async with chat_socket(user) as again:  # the page, reconnected, sends the same command as it was
+            await again.send_json_to(frame)
+            second = await receive_until(again, "turn.created")
+            branch = await receive(again)
+            await again.send_json_to({"type": "ping"})
+            pong = await receive_until(again, "pong")
+
+        assert second[-1]["assistant_message"]["id"] == first[-1]["assistant_message"]["id"]
+        assert second[-1]["client_id"] == frame["client_id"]
+        assert branch["type"] == "conversation.branch"
+        assert pong[-1] == {"type": "pong"}
+        count = await database_sync_to_async(Message.objects.filter(content="Sent while the network dropped").count)()
+        assert count == 1
+
+    run(scenario)
+
+
+def test_a_command_that_failed_can_be_sent_again_and_the_same_id_on_another_command_is_another_turn(user):
+    async def scenario():
+        client_id = str(uuid.uuid4())
+        async with chat_socket(user) as socket:
+            await socket.send_json_to({"type": "message.send", "client_id": client_id, "content": "x", "model": "nope"})
+            refused = await receive_until(socket, "error")
+            await socket.send_json_to({"type": "message.send", "client_id": client_id, "content": "x"})
+            made = await receive_until(socket, "turn.created")
+            await receive(socket)  # its branch
+            await socket.send_json_to({"type": "message.send", "client_id": client_id, "content": "y"})
+            other = await receive_until(socket, "turn.created")
+
+        assert refused[-1]["code"] == "model_not_found"
+        assert other[-1]["assistant_message"]["id"] != made[-1]["assistant_message"]["id"]
 
     run(scenario)

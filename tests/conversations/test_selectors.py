@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from conversations import selectors, services
-from conversations.errors import NotFound
-from conversations.models import Message
+from conversations.errors import InvalidInput, NotFound
+from conversations.models import Conversation, Message
 from conversations.presenters import branch_to_list, conversation_to_dict, message_to_dict
 from tests.conversations.factories import ConversationFactory, add_exchange
 from tests.factories import UserFactory
@@ -38,6 +38,32 @@ def test_list_shows_pinned_first_then_most_recently_updated_and_only_mine(user, 
     ConversationFactory(owner=stranger, title="theirs", updated_at=now)
 
     assert titles(selectors.conversation_list(user=user)) == ["pinned old", "new", "old"]
+
+
+def test_pages_by_keyset_reach_every_conversation_once_even_when_one_moves_to_the_top(user, stranger):
+    now = timezone.now()
+    for index in range(25):  # five share one updated_at: the id breaks the tie
+        ConversationFactory(owner=user, title=f"chat {index}", updated_at=now - timedelta(minutes=index // 5 * 5 + 1))
+    ConversationFactory(owner=user, title="pinned", pinned=True, updated_at=now - timedelta(days=30))
+    ConversationFactory(owner=stranger, title="theirs")
+
+    first, cursor = selectors.conversation_page(user=user, limit=10)
+    Conversation.objects.filter(owner=user, title="chat 24").update(updated_at=now)  # the oldest is used again
+    seen = titles(first)
+    while cursor:
+        page, cursor = selectors.conversation_page(user=user, limit=10, after=cursor)
+        seen += titles(page)
+
+    assert seen[0] == "pinned"
+    assert len(seen) == len(set(seen)) == 25  # "chat 24" moved above the pages already read: not repeated
+    assert "theirs" not in seen
+    assert set(seen) | {"chat 24"} == {"pinned"} | {f"chat {index}" for index in range(25)}
+
+
+def test_a_malformed_page_cursor_is_invalid_input(user):
+    for cursor in ("nonsense", "2_2026-01-01T00:00:00+00:00_" + str(uuid.uuid4()), "1_2026-01-01_x"):
+        with pytest.raises(InvalidInput):
+            selectors.conversation_page(user=user, after=cursor)
 
 
 def test_list_separates_archived_conversations(user):

@@ -1,12 +1,16 @@
 """Chat page defects from issue 12: an archived chat opened from the archive list says so and can be brought
-back (defect 11); toasts do not cover the toolbar (defect 10)."""
+back (defect 11); toasts do not cover the toolbar (defect 10); a long history is reachable by scrolling the
+sidebar (defect 1)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from playwright.sync_api import Page, expect
 
-from conversations.models import Conversation
+from conversations.models import Conversation, Message
 from tests.conversations.factories import ConversationFactory, add_exchange
 from tests.e2e.conftest import screenshot
 from tests.factories import UserFactory
@@ -55,3 +59,45 @@ def test_a_toast_in_the_chat_leaves_the_toolbar_uncovered(page: Page, sign_in):
         )
         assert not overlaps, control
     page.locator("[data-model-picker]").click()  # nothing in the way
+
+
+def test_a_250_conversation_sidebar_is_reachable_by_scrolling(page: Page, sign_in):
+    user = UserFactory()
+    now = timezone.now()
+    for index in range(250):
+        ConversationFactory(owner=user, title=f"Chat number {index:03d}", updated_at=now - timedelta(minutes=index))
+    sign_in(user)
+
+    page.goto("/")
+    items = page.locator(".conversation-item")
+    expect(items).to_have_count(100)  # the first page
+    for _ in range(10):  # each scroll to the end brings the next page into view
+        if items.count() == 250:
+            break
+        page.locator("[data-load-more]").scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+    expect(items).to_have_count(250)
+    expect(page.locator(".conversation-item", has_text="Chat number 249")).to_be_visible()
+    expect(page.locator("[data-load-more]")).to_have_count(0)  # the last page: nothing more to load
+    titles = items.locator(".conversation-title").all_inner_texts()
+    assert titles == [f"Chat number {index:03d}" for index in range(250)]
+    screenshot(page, "sidebar-250")
+
+
+def test_a_reply_that_waits_says_whether_it_is_queued_or_its_model_is_loading(page: Page, sign_in, llm_model):
+    from inference import streams
+
+    user = UserFactory()
+    conversation = ConversationFactory(owner=user, title="Waiting", model=llm_model.name)
+    _question, reply = add_exchange(conversation, question="Anyone there?", status=Message.Status.QUEUED)
+    sign_in(user)
+
+    page.goto(f"/c/{conversation.pk}/")  # no worker runs: the reply stays queued
+    note = page.locator(f'article[data-message-id="{reply.pk}"] .wait-state')
+    expect(note).to_have_text("Waiting for a free worker…")
+    with streams.model_loading(llm_model.name):  # as a worker loading the model marks it
+        expect(note).to_contain_text("Loading the model…")
+        screenshot(page, "chat-loading-model")
+    expect(note).to_have_text("Waiting for a free worker…")
+    streams.StreamWriter(reply.pk).delta("Here")
+    expect(note).to_have_count(0)

@@ -13,6 +13,7 @@ PAGES = [
     "/",
     "/accounts/settings/",
     "/accounts/settings/api-keys/",
+    "/settings/shared-links/",
     "/developers/",
     "/admin/",
     "/admin/accounts/user/",

@@ -17,6 +17,7 @@ PAGES = [
     "accounts:settings_password",
     "accounts:settings_billing",
     "accounts:settings_api_keys",
+    "conversations:settings_shared_links",
     "developers",
     "accounts:settings_delete",
 ]

@@ -110,3 +110,45 @@ def test_the_background_warm_up_reads_the_tokenizer_before_the_first_message(llm
     runtime.warm_up_in_background().join(timeout=60)
 
     assert runtime._checkpoint_infos
+
+
+def test_the_worker_says_loading_until_preload_has_the_default_model_and_marks_the_load(model, settings, monkeypatch):
+    import json
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from inference import streams
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.DJINN_WORKER_METRICS_PORT = port
+    monkeypatch.setattr(runtime, "_preload_state", {"model": None, "loaded": False, "error": None})
+    marked_during_load = []
+    real_engine = runtime.Engine
+
+    def engine(*args, **kwargs):
+        marked_during_load.append(streams.get_redis().exists(streams.model_loading_key(model.name)))
+        return real_engine(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "Engine", engine)
+
+    def get(path):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    metrics.start_worker_metrics_server()
+    before = get("/readyz")
+    runtime.preload()
+    after = get("/readyz")
+
+    assert before[0] == 503 and json.loads(before[1])["loaded"] is False
+    assert after[0] == 200 and json.loads(after[1]) == {"status": "ok", "model": model.name, "loaded": True}
+    assert get("/healthz")[0] == 200
+    assert "djinn_generations_started_total" in get("/metrics")[1]
+    assert marked_during_load == [1]
+    assert not streams.get_redis().exists(streams.model_loading_key(model.name))  # unmarked once loaded

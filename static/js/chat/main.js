@@ -39,6 +39,9 @@ const toasts = /** @type {HTMLElement} */ ($("[data-chat-toasts]"));
 const settingsButton = /** @type {HTMLButtonElement} */ ($("[data-open-settings]"));
 const archivedNote = /** @type {HTMLElement} */ ($("[data-archived-note]"));
 const unarchiveButton = /** @type {HTMLButtonElement} */ ($("[data-unarchive]"));
+const shareButton = /** @type {HTMLButtonElement} */ ($("[data-share]"));
+const shareDialog = /** @type {HTMLDialogElement} */ ($("[data-share-dialog]"));
+const shareUrl = /** @type {HTMLInputElement} */ ($("[data-share-url]"));
 const settingsDialog = /** @type {HTMLDialogElement} */ ($("[data-settings-dialog]"));
 const systemPromptInput = /** @type {HTMLTextAreaElement} */ ($("[data-system-prompt]"));
 const deleteDialog = /** @type {HTMLDialogElement} */ ($("[data-delete-dialog]"));
@@ -56,12 +59,13 @@ const state = {
   conversation: data.conversation,
   /**
    * The reply this tab follows; heardAt: when the server last said anything about it (Date.now()).
-   * @type {{id: string, lastSeq: number, stopping: boolean, heardAt: number, stalls: number} | null}
+   * @type {{id: string, lastSeq: number, stopping: boolean, heardAt: number, stalls: number, since: number, stateAskedAt: number} | null}
    */
   generation: null,
   /**
    * A command sent and not answered yet; stopRequested: Esc came before the reply had an id.
-   * @type {{clientId: string, content: string, articles: HTMLElement[], stopRequested?: boolean} | null}
+   * frame: the command as sent, sent again as it was after a reconnect (the server makes its turn once).
+   * @type {{clientId: string, content: string, articles: HTMLElement[], frame: Record<string, unknown>, stopRequested?: boolean} | null}
    */
   pending: null,
   /** System prompt chosen before the first message of a new chat. */
@@ -93,6 +97,7 @@ const sidebar = new Sidebar($("[data-sidebar]"), data.conversations, data.conver
     deleteDialog.showModal();
   },
   notify: (message) => toast(message),
+  next: data.conversations_next,
 });
 
 // Server events ------------------------------------------------------------------------------------
@@ -110,16 +115,20 @@ function handleFrame(frame) {
       return onFinished(frame.id, frame.message, null);
     case "generation.error":
       return onFinished(frame.id, null, frame.message);
+    case "conversation.shared":
+      return onShared(frame.conversation, frame.url);
+    case "generation.state":
+      return thread.setWaitState(frame.id, frame.state);
     case "generation.waiting":
       return heard(frame.id);
     case "generation.interrupted":
       return onInterrupted(frame.id);
     case "conversation.updated":
-      return onConversationUpdated(frame.conversation);
+      return onConversationUpdated(frame.conversation, frame.new_turn === true);
     case "conversation.deleted":
       return onConversationDeleted(frame.conversation);
     case "conversation.list":
-      return sidebar.setList(frame.conversations, frame.query, frame.archived);
+      return sidebar.setList(frame.conversations, frame.query, frame.archived, frame.after ?? null, frame.next ?? null);
     case "error":
       return onError(frame.code, frame.message, frame.client_id ?? null);
     default:
@@ -188,12 +197,17 @@ function onFinished(id, message, error) {
   updateComposer();
 }
 
-/** @param {Conversation} conversation */
-function onConversationUpdated(conversation) {
+/**
+ * @param {Conversation} conversation
+ * @param {boolean} newTurn   another tab (or device) added a turn to it
+ */
+function onConversationUpdated(conversation, newTurn) {
   sidebar.upsert(conversation);
   if (state.conversation?.id === conversation.id) {
     state.conversation = conversation;
     showConversation(conversation);
+    // Show the new turn here too: the branch as it is now, then its reply streaming (onBranch follows it).
+    if (newTurn) socket.send({ type: "conversation.open", conversation: conversation.id });
   }
 }
 
@@ -240,6 +254,7 @@ function showConversation(conversation) {
   settingsButton.classList.toggle("has-value", Boolean(conversation.system_prompt));
   // An archived chat says so where it is read, with the way back to the chat list.
   archivedNote.hidden = !conversation.archived;
+  shareButton.hidden = false;
 }
 
 /**
@@ -311,20 +326,18 @@ function toast(message) {
 }
 
 /**
- * The connection dropped before a command was answered: it may or may not have been carried out. Show
- * the conversation as the server has it (with the new reply, if there is one); a message in a chat that
- * did not exist yet goes back to the composer.
- * @param {{content: string, articles: HTMLElement[]}} pending
+ * The connection dropped before a command was answered: it may or may not have been carried out.
+ * @param {{content: string, articles: HTMLElement[], frame: Record<string, unknown>}} pending
  */
 function recoverPending(pending) {
-  state.pending = null;
-  for (const article of pending.articles) article.remove();
-  if (state.conversation) {
-    socket.send({ type: "conversation.open", conversation: state.conversation.id });
-  } else if (pending.content) {
-    if (!input.value.trim()) input.value = pending.content;
+  // The connection dropped before the answer came, so the command may or may not have reached the server: send
+  // it again as it was. The server makes its turn once (by client_id), and answers with that turn either way.
+  if (!socket.send(pending.frame)) {
+    state.pending = null;
+    for (const article of pending.articles) article.remove();
+    if (pending.content && !input.value.trim()) input.value = pending.content;
     autosize();
-    showComposerError("The connection dropped while sending. If the chat is not in your list, send it again.");
+    showComposerError("The connection dropped while sending. Your message is kept: send it again.");
   }
 }
 
@@ -347,8 +360,21 @@ function followStreamingReply() {
  * @param {number} lastSeq
  */
 function followed(id, lastSeq) {
-  return { id, lastSeq, stopping: false, heardAt: Date.now(), stalls: 0 };
+  return { id, lastSeq, stopping: false, heardAt: Date.now(), stalls: 0, since: Date.now(), stateAskedAt: 0 };
 }
+
+// A reply that shows nothing after a moment: ask where it stands (queued behind others, or a model loading), and
+// again every few seconds until its text comes; the thread says it beside the typing dots.
+const ASK_STATE_AFTER_MS = 1_500;
+const ASK_STATE_EVERY_MS = 3_000;
+window.setInterval(() => {
+  const generation = state.generation;
+  if (!generation || generation.lastSeq > 0 || !thread.has(generation.id)) return;
+  const now = Date.now();
+  if (now - generation.since < ASK_STATE_AFTER_MS || now - generation.stateAskedAt < ASK_STATE_EVERY_MS) return;
+  generation.stateAskedAt = now;
+  socket.send({ type: "generation.state", id: generation.id });
+}, 500);
 
 /** The server said something about reply `id`: it is alive. @param {string} id */
 function heard(id) {
@@ -395,7 +421,7 @@ function send() {
   }
   if (state.generation || state.pending) return;
   const clientId = newClientId();
-  const sent = socket.send({
+  const frame = {
     type: "message.send",
     client_id: clientId,
     conversation: state.conversation?.id ?? null,
@@ -404,12 +430,12 @@ function send() {
     model: modelPicker.value || null,
     system_prompt: state.conversation ? null : state.draftSystemPrompt || null,
     params: null,
-  });
-  if (!sent) {
+  };
+  if (!socket.send(frame)) {
     showComposerError("Not connected. Your message is kept: send it again once the connection is back.");
     return;
   }
-  state.pending = { clientId, content, articles: thread.addPending(content) };
+  state.pending = { clientId, content, articles: thread.addPending(content), frame };
   input.value = "";
   autosize();
   updateComposer();
@@ -431,11 +457,12 @@ function stop() {
 function sendTurnCommand(frame) {
   if (state.generation || state.pending) return;
   const clientId = newClientId();
-  if (!socket.send({ ...frame, client_id: clientId })) {
+  const command = { ...frame, client_id: clientId };
+  if (!socket.send(command)) {
     toast("Not connected: try again in a moment.");
     return;
   }
-  state.pending = { clientId, content: "", articles: [] };
+  state.pending = { clientId, content: "", articles: [], frame: command };
   updateComposer();
 }
 
@@ -617,6 +644,28 @@ narrowScreen.addEventListener("change", () => {
   sidebarToggle.setAttribute("aria-expanded", String(!narrowScreen.matches));
 });
 sidebarToggle.setAttribute("aria-expanded", String(!narrowScreen.matches));
+
+shareButton.addEventListener("click", () => {
+  if (!state.conversation) return;
+  if (!socket.send({ type: "conversation.share", conversation: state.conversation.id })) {
+    toast("Not connected: try again in a moment.");
+  }
+});
+$("[data-share-copy]").addEventListener("click", (event) => {
+  copyText(/** @type {HTMLButtonElement} */ (event.currentTarget), shareUrl.value);
+});
+
+/**
+ * A link to this chat was made: show it, ready to copy.
+ * @param {string} conversationId
+ * @param {string} url   the link's path
+ */
+function onShared(conversationId, url) {
+  if (state.conversation?.id !== conversationId) return;
+  shareUrl.value = new URL(url, location.origin).href;
+  shareDialog.showModal();
+  shareUrl.select();
+}
 
 unarchiveButton.addEventListener("click", () => {
   if (state.conversation) {

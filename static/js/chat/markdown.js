@@ -1,16 +1,29 @@
 // Markdown to safe DOM: marked parses, DOMPurify sanitises against an allow-list, highlight.js colours
-// code. What a model writes is untrusted: no script, no event handler, no javascript: URL, no style and
-// no remote fetch (images become links) ever reaches the page.
+// code, KaTeX typesets math. What a model writes is untrusted: no script, no event handler, no javascript:
+// URL, no style attribute and no remote fetch (images become links) ever reaches the page.
+//
+// Math ($...$, $$...$$, \(...\), \[...\], ```math) leaves marked as a code element of class language-math-*
+// holding the TeX as text, goes through DOMPurify like the rest, and is then typeset by KaTeX from that
+// text (trust off: no \href, \url or \html*). A table column's alignment is marked's align attribute,
+// which the stylesheet honours; a task list's box is a disabled checkbox, the only input allowed.
 
 import { Marked } from "../../vendor/marked/marked.esm.js";
 import DOMPurify from "../../vendor/dompurify/purify.es.mjs";
 import hljs from "../../vendor/highlight/highlight.min.js";
+import katex from "../../vendor/katex/katex.mjs";
 
 const ALLOWED_TAGS = [
   "a", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i",
-  "li", "ol", "p", "pre", "s", "strong", "sub", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul",
+  "input", "li", "ol", "p", "pre", "s", "strong", "sub", "sup", "table", "tbody", "td", "th", "thead", "tr",
+  "ul",
 ];
-const ALLOWED_ATTR = ["href", "title", "class", "start", "align"];
+const ALLOWED_ATTR = ["href", "title", "class", "start", "align", "type", "checked", "disabled"];
+const ALIGNMENTS = new Set(["left", "center", "right"]);
+const MATH = "code.language-math, code.language-math-display, code.language-math-inline";
+// A block: $$...$$ or \[...\] alone. Inline: $$...$$, \(...\), or $...$ where the opening $ is followed and
+// the closing $ preceded by a non-space, and no digit follows it (so "$5 and $10" stays money, not math).
+const BLOCK_MATH = /^ {0,3}(?:\$\$([\s\S]+?)\$\$|\\\[([\s\S]+?)\\\])[ \t]*(?:\n+|$)/;
+const INLINE_MATH = /^(?:\$\$((?:\\.|[^$\\])+?)\$\$|\\\(([\s\S]+?)\\\)|\$(?![\s$])((?:\\.|[^$\n\\])+?)(?<![\s\\])\$(?!\d))/;
 // Only these link targets survive; relative and data: URLs are dropped with the rest.
 const SAFE_URL = /^(?:https?:|mailto:)/i;
 const CODE_CLASS = /^language-[\w#+.-]{1,40}$/;
@@ -25,7 +38,36 @@ export function escapeHtml(text) {
     .replaceAll("'", "&#39;");
 }
 
+/** @param {string} tex @param {boolean} display */
+function mathCode(tex, display) {
+  return `<code class="language-math-${display ? "display" : "inline"}">${escapeHtml(tex.trim())}</code>`;
+}
+
 const marked = new Marked({
+  extensions: [
+    {
+      name: "mathBlock",
+      level: "block",
+      start: (src) => src.match(/\$\$|\\\[/)?.index,
+      tokenizer(src) {
+        const match = BLOCK_MATH.exec(src);
+        if (match) return { type: "mathBlock", raw: match[0], text: match[1] ?? match[2] };
+        return undefined;
+      },
+      renderer: (token) => `<pre>${mathCode(token.text, true)}</pre>`,
+    },
+    {
+      name: "mathInline",
+      level: "inline",
+      start: (src) => src.match(/\$|\\\(/)?.index,
+      tokenizer(src) {
+        const match = INLINE_MATH.exec(src);
+        if (match) return { type: "mathInline", raw: match[0], text: match[1] ?? match[2] ?? match[3], display: match[1] !== undefined };
+        return undefined;
+      },
+      renderer: (token) => mathCode(token.text, token.display),
+    },
+  ],
   gfm: true,
   breaks: true,
   async: false,
@@ -50,6 +92,19 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
     node.setAttribute("target", "_blank");
     node.setAttribute("rel", "noopener noreferrer nofollow");
   }
+  // A task list's box: a checkbox that shows, never a control (nothing else may be an input).
+  if (node.tagName === "INPUT") {
+    if (node.getAttribute("type") === "checkbox" && node.parentElement?.tagName === "LI") {
+      node.setAttribute("disabled", "");
+      node.parentElement.classList.add("task-item");
+    } else {
+      node.remove();
+    }
+  }
+  if (node.hasAttribute("align") && !(ALIGNMENTS.has(node.getAttribute("align") ?? "") && /^T[HD]$/.test(node.tagName))) {
+    node.removeAttribute("align");
+  }
+  if (node.hasAttribute("type") && node.tagName !== "INPUT") node.removeAttribute("type");
 });
 
 hljs.configure({ ignoreUnescapedHTML: true });
@@ -65,12 +120,42 @@ export function renderMarkdown(source) {
     ALLOWED_TAGS,
     ALLOWED_ATTR,
     ALLOWED_URI_REGEXP: SAFE_URL,
+    // Plain values, not URLs: without this DOMPurify holds them to SAFE_URL too, and drops every one.
+    ADD_URI_SAFE_ATTR: ["align", "start", "type"],
     ALLOW_DATA_ATTR: false,
     ALLOW_ARIA_ATTR: false,
     RETURN_DOM_FRAGMENT: true,
   });
+  for (const code of fragment.querySelectorAll(MATH)) typeset(/** @type {HTMLElement} */ (code));
   for (const code of fragment.querySelectorAll("pre > code")) decorateCodeBlock(/** @type {HTMLElement} */ (code));
   return fragment;
+}
+
+/**
+ * Replace a math code element by KaTeX's rendering of its text. TeX KaTeX cannot parse stays as code, with
+ * the reason as its title (KaTeX's own error display would need an inline style).
+ * @param {HTMLElement} code
+ */
+function typeset(code) {
+  const display = !code.classList.contains("language-math-inline");
+  const target = document.createElement(display ? "div" : "span");
+  target.className = display ? "math math-display" : "math math-inline";
+  try {
+    katex.render(code.textContent ?? "", target, {
+      displayMode: display,
+      throwOnError: true,
+      trust: false,
+      strict: "ignore",
+      maxSize: 20,
+      maxExpand: 500,
+    });
+  } catch (error) {
+    code.classList.add("math-error");
+    code.title = error instanceof Error ? error.message : String(error);
+    return;
+  }
+  const pre = code.parentElement?.tagName === "PRE" ? code.parentElement : null;
+  (display && pre ? pre : code).replaceWith(target);
 }
 
 /**

@@ -11,6 +11,7 @@ import { icon } from "./icons.js";
  * @property {(frame: Record<string, unknown>) => boolean} send
  * @property {(conversation: Conversation) => void} askDelete   opens the confirmation
  * @property {(message: string) => void} notify
+ * @property {string | null} next   the cursor of the page after the conversations given (null: there is none)
  */
 
 const SEARCH_DELAY_MS = 200;
@@ -36,6 +37,15 @@ export class Sidebar {
     this.items = conversations;
     this.query = "";
     this.archived = false;
+    /** The cursor of the next page of the list shown (conversation.search's `after`); null on the last page. */
+    this.next = options.next;
+    /** The cursor of the page asked for and not yet answered. */
+    /** @type {string | null} */
+    this.loadingAfter = null;
+    // The "more" button at the end of the list loads the next page when it is clicked or scrolled into view.
+    this.moreObserver = new IntersectionObserver((entries) => {
+      if (entries.some((entry) => entry.isIntersecting)) this.loadMore();
+    });
     this.list = /** @type {HTMLElement} */ (root.querySelector("[data-conversation-list]"));
     this.search = /** @type {HTMLInputElement} */ (root.querySelector("[data-conversation-search]"));
     this.archivedToggle = /** @type {HTMLButtonElement} */ (root.querySelector("[data-archived-toggle]"));
@@ -63,8 +73,10 @@ export class Sidebar {
       this.refresh();
     });
     this.list.addEventListener("click", (event) => {
-      const button = /** @type {HTMLElement} */ (event.target).closest("[data-conversation-menu]");
+      const target = /** @type {HTMLElement} */ (event.target);
+      const button = target.closest("[data-conversation-menu]");
       if (button) this.#openMenu(/** @type {HTMLButtonElement} */ (button));
+      if (target.closest("[data-load-more]")) this.loadMore();
     });
     document.addEventListener("click", (event) => {
       const target = /** @type {Node} */ (event.target);
@@ -76,18 +88,37 @@ export class Sidebar {
   /** Ask the server for the list that matches the search box and the archived switch. */
   refresh() {
     this.query = this.search.value.trim();
+    this.loadingAfter = null;
     this.options.send({ type: "conversation.search", query: this.query, archived: this.archived });
   }
 
+  /** Ask for the page after the one shown last, once. */
+  loadMore() {
+    if (!this.next || this.loadingAfter) return;
+    this.loadingAfter = this.next;
+    const frame = { type: "conversation.search", query: this.query, archived: this.archived, after: this.next };
+    if (!this.options.send(frame)) this.loadingAfter = null; // offline: the button stays, to try again
+  }
+
   /**
-   * The server's answer to a search.
+   * The server's answer to a search: the first page (replaces the list) or a later one (added to it).
    * @param {Conversation[]} conversations
    * @param {string} query
    * @param {boolean} archived
+   * @param {string | null} after   the cursor it was asked with (null: the first page)
+   * @param {string | null} next
    */
-  setList(conversations, query, archived) {
+  setList(conversations, query, archived, after, next) {
     if (query !== this.query || archived !== this.archived) return; // an answer to an older search
-    this.items = conversations;
+    if (after) {
+      if (after !== this.loadingAfter) return; // a page of a list since replaced
+      const shown = new Set(this.items.map((item) => item.id));
+      this.items = [...this.items, ...conversations.filter((item) => !shown.has(item.id))];
+    } else {
+      this.items = conversations;
+    }
+    this.next = next;
+    this.loadingAfter = null;
     this.render();
   }
 
@@ -142,6 +173,16 @@ export class Sidebar {
       empty.className = "conversation-empty";
       empty.textContent = this.query ? "No chat matches." : this.archived ? "No archived chats." : "No chats yet.";
       sections.push(/** @type {any} */ (empty));
+    }
+    this.moreObserver.disconnect();
+    if (this.next) {
+      const more = document.createElement("button");
+      more.type = "button";
+      more.className = "conversation-load-more";
+      more.dataset.loadMore = "";
+      more.textContent = "Load older chats";
+      sections.push(/** @type {any} */ (more));
+      this.moreObserver.observe(more);
     }
     this.list.replaceChildren(...sections);
   }

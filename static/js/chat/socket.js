@@ -1,5 +1,8 @@
 // The chat WebSocket: one per tab, reconnecting on its own with backoff.
 // Whoever uses it re-watches in-progress replies in onOpen, so nothing is lost across a reconnect.
+// A heartbeat finds a connection that died without closing (a network drop leaves one that seems open): when
+// the server has said nothing for a while, or nothing since a command was sent, the socket pings it, and a
+// ping left unanswered replaces the connection.
 
 /** @typedef {"connecting" | "open" | "reconnecting" | "offline"} ConnectionState */
 
@@ -14,6 +17,10 @@
 export const CLOSE_UNAUTHENTICATED = 4401;
 const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10_000;
+const HEARTBEAT_EVERY_MS = 1_000; // how often the heartbeat looks
+const IDLE_PING_MS = 12_000; // the server quiet this long: ping it (a watched reply says something every 10 s)
+const ANSWER_PING_MS = 3_000; // a command sent and nothing heard for this long: ping at once
+const PONG_WAIT_MS = 5_000; // a ping unanswered this long: the connection is dead
 
 export class ChatSocket {
   /**
@@ -29,16 +36,23 @@ export class ChatSocket {
     /** @type {number | undefined} */
     this.timer = undefined;
     this.stopped = false;
+    this.heardAt = 0;
+    this.sentAt = 0;
+    this.pingAt = 0;
   }
 
   start() {
-    window.addEventListener("online", () => this.reconnectNow());
+    window.addEventListener("online", () => {
+      if (this.isOpen) this.handlers.onState("open", 0); // a short drop the connection lived through
+      this.reconnectNow();
+    });
     window.addEventListener("offline", () => this.handlers.onState("offline", 0));
     // A tab brought back from the background reconnects at once instead of waiting out its backoff.
     document.addEventListener("visibilitychange", () => {
       if (document.visibilityState === "visible") this.reconnectNow();
     });
     this.#connect();
+    window.setInterval(() => this.#heartbeat(), HEARTBEAT_EVERY_MS);
   }
 
   get isOpen() {
@@ -52,7 +66,22 @@ export class ChatSocket {
   send(frame) {
     if (!this.isOpen || this.ws === null) return false;
     this.ws.send(JSON.stringify(frame));
+    if (this.sentAt <= this.heardAt) this.sentAt = Date.now();
     return true;
+  }
+
+  #heartbeat() {
+    if (this.stopped || !this.isOpen || this.ws === null) return;
+    const now = Date.now();
+    if (this.pingAt > this.heardAt) {
+      if (now - this.pingAt > PONG_WAIT_MS) this.restart();
+      return;
+    }
+    const waiting = this.sentAt > this.heardAt && now - this.sentAt > ANSWER_PING_MS;
+    if (waiting || now - this.heardAt > IDLE_PING_MS) {
+      this.pingAt = now;
+      this.ws.send(JSON.stringify({ type: "ping" }));
+    }
   }
 
   /** Drop the connection and make a new one (it seems alive but says nothing). */
@@ -76,10 +105,15 @@ export class ChatSocket {
     this.ws = ws;
     ws.addEventListener("open", () => {
       this.attempt = 0;
+      this.heardAt = Date.now();
+      this.sentAt = 0;
+      this.pingAt = 0;
       this.handlers.onState("open", 0);
       this.handlers.onOpen();
     });
     ws.addEventListener("message", (event) => {
+      if (this.ws !== ws) return; // a connection given up on
+      this.heardAt = Date.now();
       let frame;
       try {
         frame = JSON.parse(String(event.data));
@@ -87,7 +121,7 @@ export class ChatSocket {
         console.error("Djinn: the server sent a frame that is not JSON", event.data);
         return;
       }
-      if (frame && typeof frame === "object") this.handlers.onFrame(frame);
+      if (frame && typeof frame === "object" && frame.type !== "pong") this.handlers.onFrame(frame);
     });
     ws.addEventListener("close", (event) => {
       if (this.ws !== ws) return;

@@ -15,9 +15,15 @@ import { renderMarkdown } from "./markdown.js";
  * @property {HTMLElement} note
  * @property {string} text   what the body shows (grows while streaming)
  * @property {boolean} renderPending
+ * @property {string} [waitState]   where it stands while it shows nothing (generation.state)
  */
 
 const STICK_TO_BOTTOM_PX = 120;
+/** @type {Record<string, string>} */
+const WAIT_STATES = {
+  queued: "Waiting for a free worker…",
+  loading_model: "Loading the model… the first reply after a start takes a moment.",
+};
 
 export class Thread {
   /**
@@ -103,6 +109,18 @@ export class Thread {
     view.text += text;
     view.message.status = "running";
     this.#scheduleRender(view);
+  }
+
+  /**
+   * Where a reply that shows nothing yet stands (generation.state): said beside its typing dots.
+   * @param {string} id
+   * @param {string} state   queued, loading_model, running, or a final status
+   */
+  setWaitState(id, state) {
+    const view = this.views.get(id);
+    if (!view || view.waitState === state) return;
+    view.waitState = state;
+    if (!view.text) this.#renderBody(view);
   }
 
   /**
@@ -255,6 +273,13 @@ export class Thread {
       dots.setAttribute("aria-label", message.status === "queued" ? "Waiting for the model" : "Thinking");
       dots.append(document.createElement("i"), document.createElement("i"), document.createElement("i"));
       view.note.append(dots);
+      const said = WAIT_STATES[view.waitState ?? ""];
+      if (said) {
+        const label = document.createElement("span");
+        label.className = "wait-state";
+        label.textContent = said;
+        view.note.append(label);
+      }
     } else if (message.status === "cancelled") {
       view.note.textContent = "Stopped.";
     } else if (message.status === "failed") {

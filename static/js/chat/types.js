@@ -45,6 +45,7 @@
  * @property {Conversation | null} conversation
  * @property {BranchEntry[]} messages
  * @property {Conversation[]} conversations
+ * @property {string | null} conversations_next
  * @property {ModelInfo[]} models
  * @property {string} default_model
  * @property {string} logo_url
