@@ -8,6 +8,7 @@ contents were shown; admins read that log under "Staff accesses to conversations
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
@@ -79,8 +80,24 @@ class MessageInline(admin.TabularInline):
         return False
 
 
+class _AuditedAdmin(admin.ModelAdmin):
+    """Each page of one object shown to staff writes a StaffAccess row (ModelAdmin.change_view, the documented
+    place to add to the change page)."""
+
+    audited: Callable[[Any], tuple[Conversation, Message | None]]  # each subclass: whose conversation obj is in
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        obj = self.get_object(request, object_id)
+        if obj is not None and response.status_code == 200:
+            _record(request, *self.audited(obj))
+        return response
+
+
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(_AuditedAdmin):
     list_display = ("title", "owner", "model", "pinned", "archived", "created_at", "updated_at")
     list_filter = ("archived", "pinned", "title_is_provisional", "model", "created_at")
     search_fields = ("title", "owner__email")
@@ -95,18 +112,12 @@ class ConversationAdmin(admin.ModelAdmin):
         content = ("system_prompt",) if can_read_content(request) else ()
         return ("id", "owner", "current_leaf", "created_at", *content)
 
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        response = super().change_view(request, object_id, form_url, extra_context)
-        conversation = self.get_object(request, object_id)
-        if conversation is not None and response.status_code == 200:
-            _record(request, conversation)
-        return response
+    def audited(self, obj: Conversation) -> tuple[Conversation, None]:
+        return obj, None
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(_AuditedAdmin):
     """Read-only: what a user wrote or was answered is never edited by staff."""
 
     list_display = ("short_id", "conversation_title", "role", "status", "model", "tokens", "ttft", "created_at")
@@ -144,14 +155,8 @@ class MessageAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        response = super().change_view(request, object_id, form_url, extra_context)
-        message = self.get_object(request, object_id)
-        if message is not None and response.status_code == 200:
-            _record(request, message.conversation, message)
-        return response
+    def audited(self, obj: Message) -> tuple[Conversation, Message]:
+        return obj.conversation, obj
 
 
 @admin.register(StaffAccess)

@@ -181,3 +181,29 @@ class SharedLink(models.Model):
 
     def __str__(self) -> str:
         return f"{self.title} ({'revoked' if self.revoked_at else 'shared'})"
+
+
+class DataExport(models.Model):
+    """A ZIP of all of a user's conversations (JSON and Markdown), built by a ``default`` queue task and offered
+    for download for EXPORT_KEEP_DAYS. Kept in PostgreSQL: web and workers share no disk in a cluster."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        READY = "ready"
+        FAILED = "failed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="data_exports")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    archive = models.BinaryField(null=True, editable=False)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    conversations = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="export_owner_idx")]
+
+    def __str__(self) -> str:
+        return f"Export {self.pk} of user {self.owner_id} ({self.status})"

@@ -7,7 +7,7 @@ conversation holds them. ``generate_title`` runs there too: it needs the model, 
 already holds it in memory and batches the title with the replies it is writing, where a default worker
 would load a second copy of the weights and fight the engine for the same cores.
 ``sweep_stale_generations`` and ``rollup_recent_days`` (beat) touch only PostgreSQL and Redis and run on
-``default``.
+``default``, as do ``export_build`` (a user's data export) and ``forget_old_exports`` (beat).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from accounts.billing.rollups import usage_rollup
-from conversations import generations, titles
+from conversations import exports, generations, titles
 from conversations.rollups import replies_rollup
 from inference.redis import get_redis
 
@@ -71,6 +71,17 @@ def sweep_stale_generations() -> int:
     for message_id in generations.replies_to_requeue():
         reply_enqueue(message_id)
     return failed
+
+
+@shared_task(name="conversations.tasks.export_build", ignore_result=True)
+def export_build(export_id: int) -> None:
+    exports.export_build(export_id)
+
+
+@shared_task(name="conversations.tasks.forget_old_exports", ignore_result=True)
+def forget_old_exports() -> None:
+    """Delete data exports past their keeping time (beat)."""
+    exports.export_forget_old()
 
 
 @shared_task(name="conversations.tasks.rollup_recent_days", ignore_result=True)

@@ -10,4 +10,6 @@ urlpatterns = [
     path("c/<uuid:conversation_id>/", views.conversation_detail, name="detail"),
     path("s/<str:token>/", views.shared, name="shared"),
     path("settings/shared-links/", views.settings_shared_links, name="settings_shared_links"),
+    path("settings/export/", views.settings_export, name="settings_export"),
+    path("settings/export/<int:export_id>/download/", views.export_download, name="export_download"),
 ]

@@ -15,13 +15,15 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_safe
+from kombu.exceptions import OperationalError as BrokerError
 
 from accounts import views as account_views
 from accounts.decorators import verified_required
 from accounts.models import User
-from conversations import presenters, selectors, sharing
-from conversations.errors import NotFound
-from conversations.models import Conversation
+from config.errors import UNAVAILABLE_ERRORS
+from conversations import exports, presenters, selectors, sharing, tasks
+from conversations.errors import InvalidInput, NotFound
+from conversations.models import Conversation, DataExport
 from inference.registry import model_list_enabled
 
 SIDEBAR_PAGE = 100  # the most recent; scrolling the sidebar loads the next pages (conversation.search)
@@ -114,3 +116,53 @@ def settings_shared_links(request: HttpRequest) -> HttpResponse:
         return redirect("conversations:settings_shared_links")
     context = {"links": sharing.share_list(user=user), "section": "shared_links"}
     return render(request, "chat/settings_shared_links.html", context)
+
+
+# Export your data --------------------------------------------------------------------------------------
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def settings_export(request: HttpRequest) -> HttpResponse:
+    """Ask for a ZIP of every conversation (built by a default-queue task), and download the ones ready.
+    While one is being built the page refreshes itself every few seconds."""
+    user: User = request.user  # type: ignore[assignment]
+    if request.method == "POST":
+        try:
+            export = exports.export_request(user=user)
+        except InvalidInput as exc:
+            messages.error(request, exc.message)
+            return redirect("conversations:settings_export")
+        try:
+            tasks.export_build.delay(export.pk)
+        except (*UNAVAILABLE_ERRORS, BrokerError):
+            export.delete()
+            messages.error(request, "Djinn cannot start the export right now. Try again in a minute.")
+        else:
+            messages.success(request, "Your export is being prepared: it appears below when it is ready.")
+        return redirect("conversations:settings_export")
+    exports.export_forget_old(user=user)
+    listed = list(exports.export_list(user=user))
+    context = {
+        "exports": listed,
+        "preparing": any(export.status == DataExport.Status.PENDING for export in listed),
+        "keep_days": exports.EXPORT_KEEP_DAYS,
+        "section": "export",
+    }
+    return render(request, "chat/settings_export.html", context)
+
+
+@never_cache
+@login_required
+@require_safe
+def export_download(request: HttpRequest, export_id: int) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    try:
+        export = exports.export_get_ready(user=user, export_id=export_id)
+    except NotFound:
+        raise Http404("Export not found.") from None
+    response = HttpResponse(bytes(export.archive), content_type="application/zip")
+    name = f"djinn-export-{export.created_at:%Y-%m-%d}.zip"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response

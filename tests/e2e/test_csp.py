@@ -14,6 +14,7 @@ PAGES = [
     "/accounts/settings/",
     "/accounts/settings/api-keys/",
     "/settings/shared-links/",
+    "/settings/export/",
     "/developers/",
     "/admin/",
     "/admin/accounts/user/",

@@ -18,6 +18,7 @@ PAGES = [
     "accounts:settings_billing",
     "accounts:settings_api_keys",
     "conversations:settings_shared_links",
+    "conversations:settings_export",
     "developers",
     "accounts:settings_delete",
 ]
