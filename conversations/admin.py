@@ -34,6 +34,7 @@ _MESSAGE_FIELDS = (
     "cached_tokens",
     "ttft_ms",
     "duration_ms",
+    "feedback",
     "created_at",
 )
 
@@ -120,8 +121,18 @@ class ConversationAdmin(_AuditedAdmin):
 class MessageAdmin(_AuditedAdmin):
     """Read-only: what a user wrote or was answered is never edited by staff."""
 
-    list_display = ("short_id", "conversation_title", "role", "status", "model", "tokens", "ttft", "created_at")
-    list_filter = ("status", "role", "model", "finish_reason", "created_at")
+    list_display = (
+        "short_id",
+        "conversation_title",
+        "role",
+        "status",
+        "model",
+        "tokens",
+        "ttft",
+        "rating",
+        "created_at",
+    )
+    list_filter = ("feedback", "status", "role", "model", "finish_reason", "created_at")
     search_fields = ("id", "conversation__title", "conversation__owner__email")
     list_select_related = ("conversation",)
     date_hierarchy = "created_at"
@@ -137,6 +148,10 @@ class MessageAdmin(_AuditedAdmin):
     @admin.display(description="tokens", ordering="completion_tokens")
     def tokens(self, obj: Message) -> int | None:
         return obj.completion_tokens
+
+    @admin.display(description="rating", ordering="feedback")
+    def rating(self, obj: Message) -> str:
+        return {1: "👍", -1: "👎"}.get(obj.feedback, "")  # type: ignore[arg-type]
 
     @admin.display(description="TTFT ms", ordering="ttft_ms")
     def ttft(self, obj: Message) -> int | None:

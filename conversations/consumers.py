@@ -21,6 +21,7 @@ with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
     conversation.switch_branch {message} / conversation.open {conversation} -> conversation.branch
     conversation.search {query, archived, after?} -> conversation.list {query, archived, after, next, conversations}
     conversation.share {conversation} -> conversation.shared {conversation, url} (a read-only link to a snapshot)
+    message.feedback {message, rating: 1 | -1 | null} -> message.updated {message} (every tab)
     ping -> pong (the page's heartbeat);  generation.state {id} -> generation.state {id, state} (a reply that
     shows nothing yet: queued, loading_model, running, or its final status)
     (a page of PAGE_SIZE by keyset: ``after`` is the ``next`` of the page before; ``next`` is null on the last)
@@ -223,6 +224,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             content=_text(content, "content"),
         )
 
+    async def message_feedback(self, content: dict[str, Any]) -> None:
+        rating = content.get("rating")
+        if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int)):
+            raise InvalidInput("rating must be 1, -1 or null.")
+        message = await db(services.message_feedback)(
+            user=self.user, message_id=_uuid(content, "message"), rating=rating
+        )
+        data = presenters.message_to_dict(message)
+        await self.channel_layer.group_send(self.group, {"type": "message.updated", "message": data})
+
     async def generation_watch(self, content: dict[str, Any]) -> None:
         generation_id = _uuid(content, "id")
         after = content.get("after", 0)
@@ -406,6 +417,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             frame["new_turn"] = True
         await self.send_json(frame)
 
+    async def message_updated(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "message.updated", "message": event["message"]})
+
     async def conversation_deleted(self, event: dict[str, Any]) -> None:
         await self.send_json({"type": "conversation.deleted", "conversation": event["conversation"]})
 
@@ -486,6 +500,7 @@ HANDLERS: dict[str, Handler] = {
     "message.send": ChatConsumer.message_send,
     "message.regenerate": ChatConsumer.message_regenerate,
     "message.edit": ChatConsumer.message_edit,
+    "message.feedback": ChatConsumer.message_feedback,
     "generation.watch": ChatConsumer.generation_watch,
     "generation.cancel": ChatConsumer.generation_cancel,
     "generation.state": ChatConsumer.generation_state,

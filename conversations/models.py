@@ -84,6 +84,12 @@ class Message(models.Model):
         null=True, blank=True, help_text="From the worker taking the reply to its last token, in ms."
     )
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life of its worker.")
+    feedback = models.SmallIntegerField(
+        null=True,
+        blank=True,
+        choices=[(1, "Good reply"), (-1, "Bad reply")],
+        help_text="The user's thumbs up (1) or down (-1) on a reply.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 

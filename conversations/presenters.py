@@ -31,6 +31,7 @@ def message_to_dict(message: Message) -> dict[str, Any]:
         },
         "ttft_ms": message.ttft_ms,
         "duration_ms": message.duration_ms,
+        "feedback": message.feedback,
         "created_at": _time(message.created_at),
     }
 

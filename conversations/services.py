@@ -342,3 +342,16 @@ def _update(user: User, conversation_id: UUID | str, **fields: Any) -> Conversat
             setattr(conversation, name, value)
         conversation.save(update_fields=list(fields))
     return conversation
+
+
+def message_feedback(*, user: User, message_id: UUID | str, rating: int | None) -> Message:
+    """The user's thumbs up (1), down (-1) or neither (None) on one of their finished replies. Raises NotFound,
+    InvalidInput (not a finished reply, or another rating)."""
+    if rating not in (1, -1, None):
+        raise InvalidInput("rating must be 1, -1 or null.")
+    message = selectors.message_get(user=user, message_id=message_id)
+    if message.role != Message.Role.ASSISTANT or not message.is_finished:
+        raise InvalidInput("Only a finished reply can be rated.")
+    message.feedback = rating
+    message.save(update_fields=["feedback", "updated_at"])
+    return message

@@ -662,3 +662,32 @@ def test_a_command_that_failed_can_be_sent_again_and_the_same_id_on_another_comm
         assert other[-1]["assistant_message"]["id"] != made[-1]["assistant_message"]["id"]
 
     run(scenario)
+
+
+def test_a_reply_is_rated_in_every_tab_and_only_a_finished_reply_of_ones_own(user):
+    async def scenario():
+        stranger = await database_sync_to_async(UserFactory)()
+        async with chat_socket(user) as tab, chat_socket(user) as other_tab, chat_socket(stranger) as theirs:
+            turn = await send_message(tab, "Rate me")
+            reply_id = turn["assistant_message"]["id"]
+            await receive_until(other_tab, "conversation.updated")
+            await tab.send_json_to({"type": "message.feedback", "message": reply_id, "rating": 1})
+            running = await receive_until(tab, "error")
+            await complete(tab, reply_id, "An answer")
+            await tab.send_json_to({"type": "message.feedback", "message": reply_id, "rating": 1})
+            rated = [await receive_until(tab, "message.updated"), await receive_until(other_tab, "message.updated")]
+            await tab.send_json_to({"type": "message.feedback", "message": reply_id, "rating": 5})
+            bad = await receive_until(tab, "error")
+            await tab.send_json_to({"type": "message.feedback", "message": turn["user_message"]["id"], "rating": -1})
+            question = await receive_until(tab, "error")
+            await theirs.send_json_to({"type": "message.feedback", "message": reply_id, "rating": -1})
+            foreign = await receive_until(theirs, "error")
+
+        assert running[-1]["code"] == "invalid_input"
+        assert [frames[-1]["message"]["feedback"] for frames in rated] == [1, 1]
+        assert bad[-1]["code"] == "invalid_input" and question[-1]["code"] == "invalid_input"
+        assert foreign[-1]["code"] == "not_found"
+        feedback = await database_sync_to_async(lambda: Message.objects.get(pk=reply_id).feedback)()
+        assert feedback == 1
+
+    run(scenario)

@@ -71,10 +71,11 @@ def test_a_250_conversation_sidebar_is_reachable_by_scrolling(page: Page, sign_i
     page.goto("/")
     items = page.locator(".conversation-item")
     expect(items).to_have_count(100)  # the first page
-    for _ in range(10):  # each scroll to the end brings the next page into view
+    for _ in range(20):  # each scroll to the end brings the next page into view
         if items.count() == 250:
             break
-        page.locator("[data-load-more]").scroll_into_view_if_needed()
+        # The button may be replaced by a page arriving meanwhile: scroll to whichever is there now.
+        page.evaluate("() => document.querySelector('[data-load-more]')?.scrollIntoView()")
         page.wait_for_timeout(300)
     expect(items).to_have_count(250)
     expect(page.locator(".conversation-item", has_text="Chat number 249")).to_be_visible()
@@ -101,3 +102,47 @@ def test_a_reply_that_waits_says_whether_it_is_queued_or_its_model_is_loading(pa
     expect(note).to_have_text("Waiting for a free worker…")
     streams.StreamWriter(reply.pk).delta("Here")
     expect(note).to_have_count(0)
+
+
+def test_reply_details_ratings_jump_to_bottom_and_shortcuts(page: Page, sign_in, llm_model):
+    user = UserFactory()
+    conversation = ConversationFactory(owner=user, title="Details", model=llm_model.name)
+    parent = None
+    for index in range(6):  # long enough to scroll
+        _question, parent = add_exchange(
+            conversation, parent=parent, question=f"Question {index}", answer="A long answer.\n\n" * 12
+        )
+    sign_in(user)
+
+    page.goto(f"/c/{conversation.pk}/")
+    last = page.locator("article.message-assistant").last
+    expect(last.locator(".message-meta")).to_contain_text(llm_model.display_name)
+    last.get_by_role("button", name="Good reply").click()
+    expect(last.get_by_role("button", name="Good reply")).to_have_attribute("aria-pressed", "true")
+    page.reload()
+    expect(page.locator("article.message-assistant").last.get_by_role("button", name="Good reply")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    assert Message.objects.get(pk=parent.pk).feedback == 1
+
+    # Scrolled up, a button brings the newest message back.
+    jump = page.get_by_role("button", name="Jump to the latest message")
+    expect(jump).to_be_hidden()
+    page.locator("[data-thread-scroller]").evaluate("(el) => el.scrollTo(0, 0)")
+    expect(jump).to_be_visible()
+    jump.click()
+    expect(jump).to_be_hidden()
+    assert (
+        page.locator("[data-thread-scroller]").evaluate("(el) => el.scrollHeight - el.scrollTop - el.clientHeight")
+        < 150
+    )
+
+    # Ctrl+K searches; ? lists the shortcuts.
+    page.locator("body").press("Control+k")
+    expect(page.get_by_placeholder("Search chats")).to_be_focused()
+    page.get_by_placeholder("Search chats").press("Escape")
+    page.locator("h1").click()
+    page.keyboard.press("?")
+    expect(page.get_by_role("heading", name="Keyboard shortcuts")).to_be_visible()
+    screenshot(page, "chat-shortcuts")
+    page.get_by_role("button", name="Close").click()

@@ -40,6 +40,9 @@ const settingsButton = /** @type {HTMLButtonElement} */ ($("[data-open-settings]
 const archivedNote = /** @type {HTMLElement} */ ($("[data-archived-note]"));
 const unarchiveButton = /** @type {HTMLButtonElement} */ ($("[data-unarchive]"));
 const shareButton = /** @type {HTMLButtonElement} */ ($("[data-share]"));
+const shortcutsDialog = /** @type {HTMLDialogElement} */ ($("[data-shortcuts-dialog]"));
+const jumpButton = /** @type {HTMLButtonElement} */ ($("[data-jump-bottom]"));
+const searchInput = /** @type {HTMLInputElement} */ ($("[data-conversation-search]"));
 const shareDialog = /** @type {HTMLDialogElement} */ ($("[data-share-dialog]"));
 const shareUrl = /** @type {HTMLInputElement} */ ($("[data-share-url]"));
 const settingsDialog = /** @type {HTMLDialogElement} */ ($("[data-settings-dialog]"));
@@ -74,7 +77,8 @@ const state = {
   deleting: null,
 };
 
-const thread = new Thread(scroller, $("[data-thread]"), data.logo_url);
+const modelNames = new Map(data.models.map((model) => [model.name, model.display_name || model.name]));
+const thread = new Thread(scroller, $("[data-thread]"), data.logo_url, modelNames);
 const socket = new ChatSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/chat/`, {
   onFrame: handleFrame,
   onState: showConnection,
@@ -115,6 +119,8 @@ function handleFrame(frame) {
       return onFinished(frame.id, frame.message, null);
     case "generation.error":
       return onFinished(frame.id, null, frame.message);
+    case "message.updated":
+      return thread.update(frame.message);
     case "conversation.shared":
       return onShared(frame.conversation, frame.url);
     case "generation.state":
@@ -564,6 +570,13 @@ function onThreadClick(event) {
     case "regenerate":
       sendTurnCommand({ type: "message.regenerate", message: id });
       break;
+    case "feedback": {
+      // A second press on the same thumb takes the rating back.
+      const rating = Number(button.dataset.rating);
+      const frame = { type: "message.feedback", message: id, rating: view?.message.feedback === rating ? null : rating };
+      if (!socket.send(frame)) toast("Not connected: try again in a moment.");
+      break;
+    }
     case "branch-prev":
     case "branch-next": {
       if (!view || state.generation || state.pending) break;
@@ -634,7 +647,31 @@ document.addEventListener("keydown", (event) => {
   } else if (event.key.toLowerCase() === "o" && event.shiftKey && (event.ctrlKey || event.metaKey)) {
     event.preventDefault();
     location.assign("/");
+  } else if (event.key.toLowerCase() === "k" && (event.ctrlKey || event.metaKey) && !event.shiftKey) {
+    event.preventDefault();
+    if (!sidebarIsOpen()) setSidebar(true);
+    searchInput.focus();
+    searchInput.select();
+  } else if (event.key === "?" && !isTyping(event.target) && !document.querySelector("dialog[open]")) {
+    event.preventDefault();
+    shortcutsDialog.showModal();
   }
+});
+
+/** @param {EventTarget | null} target */
+function isTyping(target) {
+  return target instanceof HTMLElement && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
+}
+
+$("[data-open-shortcuts]").addEventListener("click", () => shortcutsDialog.showModal());
+// Scrolled up from the newest message: a button takes you back down.
+scroller.addEventListener("scroll", () => {
+  jumpButton.hidden = thread.isNearBottom();
+});
+jumpButton.addEventListener("click", () => {
+  thread.scrollToBottom();
+  jumpButton.hidden = true;
+  input.focus();
 });
 
 sidebarToggle.addEventListener("click", () => setSidebar(!sidebarIsOpen()));

@@ -16,9 +16,12 @@ import { renderMarkdown } from "./markdown.js";
  * @property {string} text   what the body shows (grows while streaming)
  * @property {boolean} renderPending
  * @property {string} [waitState]   where it stands while it shows nothing (generation.state)
+ * @property {HTMLElement} details   a finished reply's model, time and thumbs up / down
  */
 
 const STICK_TO_BOTTOM_PX = 120;
+const TIME_FORMAT = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
+const DATE_TIME_FORMAT = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
 /** @type {Record<string, string>} */
 const WAIT_STATES = {
   queued: "Waiting for a free worker…",
@@ -30,11 +33,14 @@ export class Thread {
    * @param {HTMLElement} scroller   the element that scrolls
    * @param {HTMLElement} list   where the articles go
    * @param {string} logoUrl
+   * @param {Map<string, string>} modelNames
    */
-  constructor(scroller, list, logoUrl) {
+  constructor(scroller, list, logoUrl, modelNames) {
     this.scroller = scroller;
     this.list = list;
     this.logoUrl = logoUrl;
+    /** A model's name -> the name people see. */
+    this.modelNames = modelNames;
     /** @type {Map<string, MessageView>} */
     this.views = new Map();
     /** @type {BranchEntry[]} */
@@ -124,6 +130,17 @@ export class Thread {
   }
 
   /**
+   * A message changed elsewhere (its rating, in this tab or another): show it as it is now.
+   * @param {ChatMessage} message
+   */
+  update(message) {
+    const view = this.views.get(message.id);
+    if (!view) return;
+    Object.assign(view.message, message);
+    this.#renderDetails(view);
+  }
+
+  /**
    * A reply ended (done, stopped or failed): show its saved state.
    * @param {string} id
    * @param {ChatMessage | null} message   the saved message, when the server sent it
@@ -205,11 +222,15 @@ export class Thread {
     body.className = message.role === "assistant" ? "message-body markdown" : "message-body";
     const note = document.createElement("p");
     note.className = "message-note";
-    main.append(heading, body, note, this.#actions(message, isLast));
+    const actions = this.#actions(message, isLast);
+    const details = document.createElement("span");
+    details.className = "message-details";
+    actions.append(details);
+    main.append(heading, body, note, actions);
     article.append(main);
 
     /** @type {MessageView} */
-    const view = { message, article, body, note, text: message.content, renderPending: false };
+    const view = { message, article, body, note, details, text: message.content, renderPending: false };
     this.views.set(message.id, view);
     this.#renderBody(view);
     return article;
@@ -257,9 +278,38 @@ export class Thread {
     });
   }
 
+  /**
+   * A finished reply says which model wrote it and when, and offers thumbs up and down (pressed: the rating).
+   * @param {MessageView} view
+   */
+  #renderDetails(view) {
+    const { message } = view;
+    view.details.replaceChildren();
+    if (message.role !== "assistant" || !(message.status === "completed" || message.status === "cancelled")) return;
+    for (const [rating, name, label] of /** @type {const} */ ([
+      [1, "thumb-up", "Good reply"],
+      [-1, "thumb-down", "Bad reply"],
+    ])) {
+      const button = iconButton(name, label, "feedback");
+      button.dataset.rating = String(rating);
+      button.setAttribute("aria-pressed", String(message.feedback === rating));
+      view.details.append(button);
+    }
+    const meta = document.createElement("span");
+    meta.className = "message-meta";
+    const when = new Date(message.created_at);
+    const time = document.createElement("time");
+    time.dateTime = message.created_at;
+    time.textContent = TIME_FORMAT.format(when);
+    time.title = DATE_TIME_FORMAT.format(when);
+    meta.append(message.model ? `${this.modelNames.get(message.model) ?? message.model} · ` : "", time);
+    view.details.append(meta);
+  }
+
   /** @param {MessageView} view */
   #renderBody(view) {
     const { message } = view;
+    this.#renderDetails(view);
     if (message.role === "assistant") view.body.replaceChildren(renderMarkdown(view.text));
     else view.body.textContent = view.text;
 

@@ -14,6 +14,7 @@
  * @property {string | null} finish_reason
  * @property {string | null} error
  * @property {string} model
+ * @property {1 | -1 | null} [feedback]   the user's thumbs up or down on a reply
  * @property {string} created_at
  */
 
