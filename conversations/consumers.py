@@ -14,7 +14,8 @@ with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
                                                                                     then the reply's events
     generation.watch {id, after} -> the events with seq > after;  generation.cancel {id}
     conversation.rename {conversation, title} / .pin {conversation, pinned} / .archive {conversation,
-        archived} / .set_system_prompt {conversation, system_prompt}  -> conversation.updated (every tab)
+        archived} / .set_system_prompt {conversation, system_prompt} / .set_params {conversation, params:
+        {temperature?, max_tokens?}}  -> conversation.updated (every tab)
     (a new turn: conversation.updated {conversation, new_turn: true} to the user's other tabs; ``parent`` on
     message.send must still be the end of the branch, else error conversation_changed, then conversation.branch)
     conversation.delete {conversation} -> conversation.deleted {conversation} (every tab)
@@ -272,6 +273,12 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         )
         await self.broadcast_updated(conversation)
 
+    async def conversation_set_params(self, content: dict[str, Any]) -> None:
+        conversation = await db(services.conversation_set_params)(
+            user=self.user, conversation_id=_uuid(content, "conversation"), params=content.get("params")
+        )
+        await self.broadcast_updated(conversation)
+
     async def conversation_delete(self, content: dict[str, Any]) -> None:
         conversation_id = _uuid(content, "conversation")
         await db(services.conversation_delete)(user=self.user, conversation_id=conversation_id)
@@ -508,6 +515,7 @@ HANDLERS: dict[str, Handler] = {
     "conversation.pin": ChatConsumer.conversation_pin,
     "conversation.archive": ChatConsumer.conversation_archive,
     "conversation.set_system_prompt": ChatConsumer.conversation_set_system_prompt,
+    "conversation.set_params": ChatConsumer.conversation_set_params,
     "conversation.delete": ChatConsumer.conversation_delete,
     "conversation.switch_branch": ChatConsumer.conversation_switch_branch,
     "conversation.open": ChatConsumer.conversation_open,

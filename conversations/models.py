@@ -29,6 +29,9 @@ class Conversation(models.Model):
     )
     model = models.CharField(max_length=100, help_text="Name of the LLMModel that answers in this conversation.")
     system_prompt = models.TextField(blank=True)
+    params = models.JSONField(
+        default=dict, blank=True, help_text="Sampling settings of this chat (temperature, max_tokens) over the model's."
+    )
     current_leaf = models.ForeignKey("Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     pinned = models.BooleanField(default=False)
     archived = models.BooleanField(default=False)

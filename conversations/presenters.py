@@ -43,6 +43,7 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
         "title_is_provisional": conversation.title_is_provisional,
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
+        "params": conversation.params or {},
         "pinned": conversation.pinned,
         "archived": conversation.archived,
         "current_leaf": _id(conversation.current_leaf_id),

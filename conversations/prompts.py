@@ -59,18 +59,47 @@ def ensure_room(prompt_tokens: int, context: int, model: LLMModel) -> None:
         )
 
 
-def request_params(model: LLMModel, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The model's default sampling parameters overridden by the request's; raises InvalidInput for an
-    unknown key or a value out of range."""
+def request_params(
+    model: LLMModel, params: dict[str, Any] | None, conversation_params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The model's default sampling parameters, overridden by the conversation's settings, overridden by the
+    request's; raises InvalidInput for an unknown key or a value out of range."""
     params = params or {}
     if not isinstance(params, dict):
         raise InvalidInput("params must be an object.")
     unknown = sorted(set(params) - set(REQUEST_PARAM_KEYS))
     if unknown:
         raise InvalidInput(f"Unknown parameter(s): {', '.join(unknown)}. Allowed: {', '.join(REQUEST_PARAM_KEYS)}.")
-    merged = {**(model.default_params or {}), **{k: v for k, v in params.items() if v is not None}}
+    merged = {
+        **(model.default_params or {}),
+        **(conversation_params or {}),
+        **{k: v for k, v in params.items() if v is not None},
+    }
     sampling_params(merged)
     return merged
+
+
+CONVERSATION_PARAM_KEYS = ("temperature", "max_tokens")  # what a chat's settings panel sets
+CHAT_TEMPERATURE_MAX = 2
+
+
+def conversation_params(params: Any) -> dict[str, Any]:
+    """A chat's settings as given (null or a missing key: the model's default), checked; raises InvalidInput."""
+    if not isinstance(params, dict):
+        raise InvalidInput("params must be an object.")
+    unknown = sorted(set(params) - set(CONVERSATION_PARAM_KEYS))
+    if unknown:
+        raise InvalidInput(f"Unknown setting(s): {', '.join(unknown)}. Allowed: {', '.join(CONVERSATION_PARAM_KEYS)}.")
+    kept = {key: value for key, value in params.items() if value is not None}
+    for key, value in kept.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(f"{key} must be a number.")
+    if "max_tokens" in kept and not isinstance(kept["max_tokens"], int):
+        raise InvalidInput("max_tokens must be a whole number.")
+    if not 0 <= kept.get("temperature", 0) <= CHAT_TEMPERATURE_MAX:  # the settings panel's range, as OpenAI's
+        raise InvalidInput(f"temperature must be between 0 and {CHAT_TEMPERATURE_MAX}.")
+    sampling_params(kept)
+    return kept
 
 
 def sampling_params(params: dict[str, Any], *, max_tokens_limit: int | None = None) -> SamplingParams:

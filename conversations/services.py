@@ -86,7 +86,7 @@ def message_send(
                     "Send yours again to continue after them."
                 )
         limits.check_model(plan, llm)
-        merged = prompts.request_params(llm, params)
+        merged = prompts.request_params(llm, params, conversation.params)
         path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=parent.pk) if parent else []
         user_message = Message(conversation=conversation, parent=parent, role=Message.Role.USER, content=content)
         chat = prompts.chat_messages(owner=user, conversation=conversation, path=[*path, user_message])
@@ -210,6 +210,11 @@ def conversation_set_archived(*, user: User, conversation_id: UUID | str, archiv
 
 def conversation_set_system_prompt(*, user: User, conversation_id: UUID | str, system_prompt: str) -> Conversation:
     return _update(user, conversation_id, system_prompt=_clean_system_prompt(system_prompt))
+
+
+def conversation_set_params(*, user: User, conversation_id: UUID | str, params: Any) -> Conversation:
+    """The chat's temperature and max_tokens from now on (null: the model's default). Raises InvalidInput."""
+    return _update(user, conversation_id, params=prompts.conversation_params(params))
 
 
 def conversation_delete(*, user: User, conversation_id: UUID | str) -> None:

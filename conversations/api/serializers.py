@@ -115,6 +115,7 @@ class ConversationOutputSerializer(serializers.Serializer):
     )
     model = Text()
     system_prompt = serializers.CharField(allow_blank=True)
+    params = serializers.DictField(help_text="The chat's temperature and max_tokens, over the model's defaults.")
     pinned = serializers.BooleanField()
     archived = serializers.BooleanField()
     current_leaf = serializers.UUIDField(allow_null=True, help_text="The last message of the shown branch.")
@@ -153,6 +154,7 @@ class MessageOutputSerializer(serializers.Serializer):
     usage = MessageUsageOutputSerializer()
     ttft_ms = serializers.IntegerField(allow_null=True, help_text="From queueing to the first token, in ms.")
     duration_ms = serializers.IntegerField(allow_null=True, help_text="From start to the last token, in ms.")
+    feedback = serializers.IntegerField(allow_null=True, help_text="The user's rating of a reply: 1, -1 or null.")
     created_at = serializers.DateTimeField()
 
 

@@ -88,6 +88,39 @@ def test_send_merges_request_params_over_the_model_defaults(user):
     assert turn.assistant_message.params == {"temperature": 0.2, "top_p": 0.9, "max_tokens": 50, "seed": 7}
 
 
+def test_a_chats_settings_sit_between_the_model_defaults_and_the_request(user, conversation):
+    services.conversation_set_params(
+        user=user, conversation_id=conversation.pk, params={"temperature": 0.3, "max_tokens": None}
+    )
+
+    from_chat = send(user, conversation_id=conversation.pk)
+    _reply_done(from_chat.assistant_message)
+    from_request = send(user, conversation_id=conversation.pk, params={"temperature": 1.1})
+
+    conversation.refresh_from_db()
+    assert conversation.params == {"temperature": 0.3}  # null: back to the model's default
+    assert from_chat.assistant_message.params["temperature"] == 0.3
+    assert from_chat.assistant_message.params["top_p"] == 0.9  # the model's, untouched
+    assert from_request.assistant_message.params["temperature"] == 1.1
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"temperature": 9}, {"temperature": "hot"}, {"max_tokens": 0}, {"max_tokens": 1.5}, {"top_k": 3}, [], True],
+)
+def test_a_chats_settings_out_of_range_are_refused_and_change_nothing(user, conversation, params):
+    with pytest.raises(InvalidInput):
+        services.conversation_set_params(user=user, conversation_id=conversation.pk, params=params)
+
+    conversation.refresh_from_db()
+    assert conversation.params == {}
+
+
+def _reply_done(reply):
+    reply.status = Message.Status.COMPLETED
+    reply.save(update_fields=["status"])
+
+
 def test_send_sets_model_and_system_prompt_of_the_conversation(user, conversation, chat_model_path):
     LLMModelFactory(name="other", is_default=False, source=str(chat_model_path))
 

@@ -10,6 +10,7 @@ from playwright.sync_api import Page, expect
 
 from conversations.models import Conversation, Message
 from tests.e2e.conftest import screenshot
+from tests.live import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("celery_worker", "llm_model")]
 
@@ -130,12 +131,22 @@ def test_a_new_user_chats_stops_regenerates_edits_branches_renames_and_deletes(p
     screenshot(page, "chat-branches")
 
     # A system prompt for this conversation.
-    page.get_by_role("button", name="System prompt for this chat").click()
-    settings = page.get_by_role("dialog", name="System prompt")
+    page.get_by_role("button", name="Settings for this chat").click()
+    settings = page.get_by_role("dialog", name="Chat settings")
     settings.get_by_label("How Djinn should behave in this chat").fill("Answer like a pirate.")
+    settings.get_by_label("Temperature").fill("0.4")
+    settings.get_by_label("Longest reply, in tokens").fill("64")
     settings.get_by_role("button", name="Save").click()
     expect(page.locator("[data-open-settings]")).to_have_class(re.compile("has-value"))
-    assert Conversation.objects.get().system_prompt == "Answer like a pirate."
+    wait_for(lambda: Conversation.objects.get().params == {"temperature": 0.4, "max_tokens": 64})
+    page.reload()
+    page.get_by_role("button", name="Settings for this chat").click()
+    expect(settings.get_by_label("Temperature")).to_have_value("0.4")
+    expect(settings.get_by_label("Longest reply, in tokens")).to_have_value("64")
+    settings.get_by_role("button", name="Cancel").click()
+    saved = Conversation.objects.get()
+    assert saved.system_prompt == "Answer like a pirate."
+    assert saved.params == {"temperature": 0.4, "max_tokens": 64}
 
     # Pin it, archive it (it leaves the list), find it among the archived and bring it back.
     current = page.locator(".conversation-item:has([aria-current=page])")

@@ -47,6 +47,8 @@ const shareDialog = /** @type {HTMLDialogElement} */ ($("[data-share-dialog]"));
 const shareUrl = /** @type {HTMLInputElement} */ ($("[data-share-url]"));
 const settingsDialog = /** @type {HTMLDialogElement} */ ($("[data-settings-dialog]"));
 const systemPromptInput = /** @type {HTMLTextAreaElement} */ ($("[data-system-prompt]"));
+const temperatureInput = /** @type {HTMLInputElement} */ ($("[data-chat-temperature]"));
+const maxTokensInput = /** @type {HTMLInputElement} */ ($("[data-chat-max-tokens]"));
 const deleteDialog = /** @type {HTMLDialogElement} */ ($("[data-delete-dialog]"));
 const sidebarToggle = /** @type {HTMLButtonElement} */ ($("[data-sidebar-toggle]"));
 const scroller = /** @type {HTMLElement} */ ($("[data-thread-scroller]"));
@@ -73,6 +75,8 @@ const state = {
   pending: null,
   /** System prompt chosen before the first message of a new chat. */
   draftSystemPrompt: "",
+  /** Temperature and max_tokens chosen before the first message of a new chat. @type {Record<string, number>} */
+  draftParams: {},
   /** @type {Conversation | null} */
   deleting: null,
 };
@@ -151,6 +155,11 @@ function onTurnCreated(frame) {
   const isNew = state.conversation?.id !== conversation.id;
   state.conversation = conversation;
   if (isNew) history.pushState({ conversation: conversation.id }, "", conversationUrl(conversation.id));
+  if (isNew && Object.keys(state.draftParams).length > 0) {
+    // The first message was sent with them; from now on they are the chat's.
+    socket.send({ type: "conversation.set_params", conversation: conversation.id, params: state.draftParams });
+    state.draftParams = {};
+  }
   showConversation(conversation);
   sidebar.setActive(conversation.id);
   sidebar.upsert(conversation);
@@ -257,7 +266,10 @@ function showConversation(conversation) {
   if (conversation.model && [...modelPicker.options].some((option) => option.value === conversation.model)) {
     modelPicker.value = conversation.model;
   }
-  settingsButton.classList.toggle("has-value", Boolean(conversation.system_prompt));
+  settingsButton.classList.toggle(
+    "has-value",
+    Boolean(conversation.system_prompt) || Object.keys(conversation.params ?? {}).length > 0,
+  );
   // An archived chat says so where it is read, with the way back to the chat list.
   archivedNote.hidden = !conversation.archived;
   shareButton.hidden = false;
@@ -435,7 +447,7 @@ function send() {
     content,
     model: modelPicker.value || null,
     system_prompt: state.conversation ? null : state.draftSystemPrompt || null,
-    params: null,
+    params: state.conversation || Object.keys(state.draftParams).length === 0 ? null : state.draftParams,
   };
   if (!socket.send(frame)) {
     showComposerError("Not connected. Your message is kept: send it again once the connection is back.");
@@ -711,21 +723,28 @@ unarchiveButton.addEventListener("click", () => {
 });
 settingsButton.addEventListener("click", () => {
   systemPromptInput.value = state.conversation ? state.conversation.system_prompt : state.draftSystemPrompt;
+  const params = state.conversation ? state.conversation.params ?? {} : state.draftParams;
+  temperatureInput.value = params.temperature === undefined ? "" : String(params.temperature);
+  maxTokensInput.value = params.max_tokens === undefined ? "" : String(params.max_tokens);
   settingsDialog.showModal();
 });
 settingsDialog.addEventListener("close", () => {
   if (settingsDialog.returnValue !== "save") return;
   const value = systemPromptInput.value.trim();
+  /** @type {Record<string, number>} */
+  const params = {};
+  if (temperatureInput.value !== "") params.temperature = Number(temperatureInput.value);
+  if (maxTokensInput.value !== "") params.max_tokens = Number(maxTokensInput.value);
   if (state.conversation) {
-    const sent = socket.send({
-      type: "conversation.set_system_prompt",
-      conversation: state.conversation.id,
-      system_prompt: value,
-    });
-    if (!sent) toast("Not connected: the system prompt was not saved.");
+    const id = state.conversation.id;
+    const sent =
+      socket.send({ type: "conversation.set_system_prompt", conversation: id, system_prompt: value }) &&
+      socket.send({ type: "conversation.set_params", conversation: id, params });
+    if (!sent) toast("Not connected: the settings were not saved.");
   } else {
     state.draftSystemPrompt = value;
-    settingsButton.classList.toggle("has-value", Boolean(value));
+    state.draftParams = params;
+    settingsButton.classList.toggle("has-value", Boolean(value) || Object.keys(params).length > 0);
   }
 });
 deleteDialog.addEventListener("close", () => {

@@ -29,6 +29,7 @@
  * @property {string} title
  * @property {string} model
  * @property {string} system_prompt
+ * @property {{temperature?: number, max_tokens?: number}} [params]   the chat's sampling settings
  * @property {boolean} pinned
  * @property {boolean} archived
  * @property {string} created_at
