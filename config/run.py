@@ -35,6 +35,7 @@ def allowed_hosts(host: str) -> list[str]:
         candidates = {socket.gethostname(), socket.getfqdn()}
         with contextlib.suppress(OSError):
             candidates.update(info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None))
+        candidates.update(_routed_addresses())
     else:
         candidates = {host}
     for name in sorted(candidates):
@@ -42,6 +43,17 @@ def allowed_hosts(host: str) -> list[str]:
         if shown and shown not in names:
             names.append(shown)
     return names
+
+
+def _routed_addresses() -> set[str]:
+    """This machine's address on its default route, IPv4 and IPv6 (the one a LAN reaches it by, which the host
+    name often does not resolve to). A UDP socket's connect only picks the route: nothing is sent."""
+    found = set()
+    for family, probe in ((socket.AF_INET, ("192.0.2.1", 9)), (socket.AF_INET6, ("2001:db8::1", 9))):
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect(probe)
+            found.add(sock.getsockname()[0])
+    return found
 
 
 def served_defaults(host: str, *, dev: bool) -> dict[str, str]:
@@ -83,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, HOST=host, DJINN_VAR_DIR=str(embedded.var_dir()), PYTHONUNBUFFERED="1")
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
     shown = "localhost" if host in {"127.0.0.1", "0.0.0.0", "::"} else host
+    if host in _WILDCARD_HOSTS and not dev:
+        print(f"  Accepting requests for {os.environ['DJANGO_ALLOWED_HOSTS']}; set DJANGO_ALLOWED_HOSTS to add others.")
     mode = "development mode, debug pages on" if dev else "production settings, plain HTTP"
     print(f"\n  Djinn is starting on http://{shown}:{port}/  ({mode}; Ctrl-C stops everything)\n", flush=True)
 

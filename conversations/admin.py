@@ -13,9 +13,10 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from django.utils.text import Truncator
 
-from conversations.models import Conversation, Message, StaffAccess
+from conversations.models import Conversation, Message, SharedLink, StaffAccess
 
 CONTENT_PERMISSION = "conversations.view_message_content"
 _CONTENT_FIELDS = ("content", "error")  # an error can quote what was written
@@ -106,8 +107,20 @@ class ConversationAdmin(_AuditedAdmin):
     date_hierarchy = "created_at"
     inlines = (MessageInline,)
 
+    # A title is content too: until one is generated it is the first words of the user's first message.
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        shown = self.list_display
+        return shown if can_read_content(request) else ("short_id", *shown[1:])
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        return self.search_fields if can_read_content(request) else ("owner__email", "=id")
+
+    @admin.display(description="conversation", ordering="id")
+    def short_id(self, obj: Conversation) -> str:
+        return str(obj.pk)[:8]
+
     def get_exclude(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        return () if can_read_content(request) else ("system_prompt",)
+        return () if can_read_content(request) else ("system_prompt", "title")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         content = ("system_prompt",) if can_read_content(request) else ()
@@ -144,6 +157,16 @@ class MessageAdmin(_AuditedAdmin):
     @admin.display(description="conversation", ordering="conversation__title")
     def conversation_title(self, obj: Message) -> str:
         return Truncator(obj.conversation.title).chars(40)
+
+    def get_list_display(self, request: HttpRequest) -> tuple[str, ...]:
+        if can_read_content(request):
+            return self.list_display
+        return tuple("conversation" if name == "conversation_title" else name for name in self.list_display)
+
+    def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        if can_read_content(request):
+            return self.search_fields
+        return tuple(name for name in self.search_fields if name != "conversation__title")
 
     @admin.display(description="tokens", ordering="completion_tokens")
     def tokens(self, obj: Message) -> int | None:
@@ -191,3 +214,33 @@ class StaffAccessAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(SharedLink)
+class SharedLinkAdmin(admin.ModelAdmin):
+    """Shared links, for taking one down (revoke). Their snapshots are contents: shown only with the permission."""
+
+    list_display = ("short_token", "owner", "created_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter), "created_at")
+    search_fields = ("owner__email", "=token")
+    list_select_related = ("owner",)
+    actions = ("revoke",)
+
+    @admin.display(description="link")
+    def short_token(self, obj: SharedLink) -> str:
+        return f"/s/{obj.token[:8]}…"
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        base = ("token", "owner", "conversation", "created_at", "revoked_at")
+        return (*base, "title", "messages") if can_read_content(request) else base
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        return self.get_fields(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected links (they stop opening at once)")
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} link(s).")

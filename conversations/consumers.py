@@ -80,7 +80,7 @@ PAGE_SIZE = 100  # conversations in one page of the sidebar (conversation.search
 # being made waits up to SENT_WAIT_TRIES x SENT_WAIT_S for it.
 SENT_TTL_S = 600
 SENT_PENDING = "pending"
-SENT_WAIT_TRIES = 100
+SENT_WAIT_TRIES = 20  # 2 s at most: this connection's other frames (its heartbeat's ping) wait meanwhile
 SENT_WAIT_S = 0.1
 
 
@@ -357,18 +357,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         try:
             turn, frame, branch = await db(_turn_frames)(service, kwargs)
-        except BaseException:
+        except Exception:  # (not a cancellation: the turn may have been committed meanwhile)
             if key is not None:
                 with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await get_async_redis().delete(key)  # not made: the same command may be tried again
             raise
+        if key is not None:
+            # Recorded before anything is sent: the client may be gone by then, and its resend must find the turn.
+            with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                await get_async_redis().set(key, str(turn.assistant_message.id), ex=SENT_TTL_S)
         frame["client_id"] = client_id
         await self.send_json(frame)
         await self.send_json(branch)
         self.watch(str(turn.assistant_message.id), 0, fresh=True)
-        if key is not None:
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                await get_async_redis().set(key, str(turn.assistant_message.id), ex=SENT_TTL_S)
         # The user's other tabs move the conversation to the top of their list (this one knows already), and a tab
         # showing it asks for its branch (conversation.open), so the new turn appears there too, streaming.
         await self.channel_layer.group_send(

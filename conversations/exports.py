@@ -26,6 +26,7 @@ from conversations.models import Conversation, DataExport, Message
 
 EXPORT_KEEP_DAYS = 7
 EXPORTS_PER_DAY = 5  # requests a user may make in a day (each reads all their conversations)
+EXPORT_BUILD_TIMEOUT = timedelta(minutes=30)
 FORMAT_VERSION = 1
 _SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -35,9 +36,8 @@ def export_request(*, user: User) -> DataExport:
     one is still being built."""
     export_forget_old(user=user)
     with transaction.atomic():
-        recent = DataExport.objects.select_for_update().filter(
-            owner=user, created_at__gte=timezone.now() - timedelta(days=1)
-        )
+        User.objects.select_for_update().filter(pk=user.pk).first()  # one request of this user at a time
+        recent = DataExport.objects.filter(owner=user, created_at__gte=timezone.now() - timedelta(days=1))
         if any(export.status == DataExport.Status.PENDING for export in recent):
             raise InvalidInput("An export is already being prepared: it appears here when it is ready.")
         if len(recent) >= EXPORTS_PER_DAY:
@@ -58,11 +58,14 @@ def export_get_ready(*, user: User, export_id: int) -> DataExport:
 
 
 def export_forget_old(*, user: User | None = None) -> int:
-    """Delete exports older than EXPORT_KEEP_DAYS (one user's, or everyone's)."""
-    old = DataExport.objects.filter(created_at__lt=timezone.now() - timedelta(days=EXPORT_KEEP_DAYS))
-    if user is not None:
-        old = old.filter(owner=user)
-    return old.delete()[0]
+    """Delete exports older than EXPORT_KEEP_DAYS (one user's, or everyone's), and mark failed the ones still
+    pending after EXPORT_BUILD_TIMEOUT (their worker died: the page must not wait for them for ever)."""
+    now = timezone.now()
+    mine = DataExport.objects.all() if user is None else DataExport.objects.filter(owner=user)
+    mine.filter(status=DataExport.Status.PENDING, created_at__lt=now - EXPORT_BUILD_TIMEOUT).update(
+        status=DataExport.Status.FAILED, error="Not built in time (its worker stopped).", finished_at=now
+    )
+    return mine.filter(created_at__lt=now - timedelta(days=EXPORT_KEEP_DAYS)).delete()[0]
 
 
 def export_build(export_id: int) -> None:

@@ -46,7 +46,9 @@ class Conversation(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.title
+        # Not the title: it is content (the first words of the first message until one is generated), and the
+        # admin shows an object's name to staff who may not read contents.
+        return f"Conversation {str(self.pk)[:8]}"
 
 
 class Message(models.Model):

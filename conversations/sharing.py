@@ -18,6 +18,7 @@ from conversations.errors import InvalidInput, NotFound
 from conversations.models import Message, SharedLink
 
 SHOWN_STATUSES = {Message.Status.COMPLETED, Message.Status.CANCELLED}
+MAX_LINKS = 200  # working links a user may hold (each holds a copy of a branch)
 
 
 def share_create(*, user: User, conversation_id: str) -> SharedLink:
@@ -36,6 +37,8 @@ def share_create(*, user: User, conversation_id: str) -> SharedLink:
     ]
     if not any(message["role"] == Message.Role.ASSISTANT for message in messages):
         raise InvalidInput("There is nothing to share yet: wait for a reply first.")
+    if share_list(user=user).count() >= MAX_LINKS:
+        raise InvalidInput(f"You have {MAX_LINKS} shared links: revoke some in Settings → Shared links first.")
     return SharedLink.objects.create(
         token=secrets.token_urlsafe(32),
         conversation=conversation,
@@ -61,8 +64,9 @@ def share_revoke(*, user: User, share_id: int) -> SharedLink:
 
 
 def share_get_public(*, token: str) -> SharedLink:
-    """The link anyone holding ``token`` may read; NotFound once revoked (or its conversation deleted)."""
-    link = SharedLink.objects.filter(token=token, revoked_at__isnull=True).first()
+    """The link anyone holding ``token`` may read; NotFound once revoked (or its conversation deleted, or its
+    owner's account deactivated)."""
+    link = SharedLink.objects.filter(token=token, revoked_at__isnull=True, owner__is_active=True).first()
     if link is None:
         raise NotFound("This shared link does not exist or was revoked.")
     return link

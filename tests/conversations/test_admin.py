@@ -128,3 +128,42 @@ def test_every_staff_view_of_a_conversation_is_in_an_audit_log_admins_can_read_a
     )  # support cannot read it
     owner.delete()
     assert StaffAccess.objects.filter(owner_email="ada@example.com").count() == 2  # kept after the account goes
+
+
+def test_without_the_content_permission_titles_are_hidden_too_and_not_searchable(client):
+    conversation = ConversationFactory(owner=UserFactory(email="ada@example.com"), title="My divorce lawyer")
+    _question, reply = add_exchange(conversation)
+    client.force_login(staff_with("view_conversation", "view_message"))
+
+    pages = [
+        client.get(reverse("admin:conversations_conversation_changelist")),
+        client.get(reverse("admin:conversations_conversation_changelist"), {"q": "ada@"}),
+        client.get(reverse("admin:conversations_conversation_change", args=[conversation.pk])),
+        client.get(reverse("admin:conversations_message_changelist")),
+        client.get(reverse("admin:conversations_message_change", args=[reply.pk])),
+    ]
+    searched = client.get(reverse("admin:conversations_conversation_changelist"), {"q": "divorce"})
+
+    assert all(page.status_code == 200 for page in pages)
+    assert not any("divorce" in page.content.decode() for page in pages)
+    assert str(conversation.pk)[:8] in pages[1].content.decode()  # found by its owner's address
+    assert "0 conversations" in searched.content.decode()
+
+
+def test_staff_take_a_shared_link_down_and_a_deactivated_users_links_stop(admin_client, client):
+    from conversations import sharing
+
+    owner = UserFactory()
+    conversation = ConversationFactory(owner=owner)
+    add_exchange(conversation)
+    first = sharing.share_create(user=owner, conversation_id=conversation.pk)
+    second = sharing.share_create(user=owner, conversation_id=conversation.pk)
+
+    admin_client.post(
+        reverse("admin:conversations_sharedlink_changelist"), {"action": "revoke", "_selected_action": [first.pk]}
+    )
+    assert client.get(reverse("conversations:shared", args=[first.token])).status_code == 404
+    assert client.get(reverse("conversations:shared", args=[second.token])).status_code == 200
+    owner.is_active = False
+    owner.save()
+    assert client.get(reverse("conversations:shared", args=[second.token])).status_code == 404

@@ -73,3 +73,19 @@ def test_nobody_downloads_another_users_export(client):
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
     assert zipfile.ZipFile(io.BytesIO(response.content)).read("README.txt")
+
+
+def test_an_export_whose_worker_died_is_marked_failed_and_another_can_be_asked():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    user = UserFactory()
+    stuck = exports.export_request(user=user)
+    DataExport.objects.filter(pk=stuck.pk).update(created_at=timezone.now() - timedelta(hours=1))
+
+    again = exports.export_request(user=user)
+
+    stuck.refresh_from_db()
+    assert stuck.status == DataExport.Status.FAILED
+    assert again.status == DataExport.Status.PENDING
