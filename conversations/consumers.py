@@ -362,14 +362,16 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 with contextlib.suppress(*UNAVAILABLE_ERRORS):
                     await get_async_redis().delete(key)  # not made: the same command may be tried again
             raise
-        if key is not None:
-            # Recorded before anything is sent: the client may be gone by then, and its resend must find the turn.
-            with contextlib.suppress(*UNAVAILABLE_ERRORS):
-                await get_async_redis().set(key, str(turn.assistant_message.id), ex=SENT_TTL_S)
-        frame["client_id"] = client_id
-        await self.send_json(frame)
-        await self.send_json(branch)
-        self.watch(str(turn.assistant_message.id), 0, fresh=True)
+        try:
+            frame["client_id"] = client_id
+            await self.send_json(frame)  # first: the turn's first frame waits for nothing more
+            await self.send_json(branch)
+            self.watch(str(turn.assistant_message.id), 0, fresh=True)
+        finally:
+            if key is not None:
+                # Recorded even when the client is gone before the frames (send raises): its resend finds the turn.
+                with contextlib.suppress(*UNAVAILABLE_ERRORS):
+                    await get_async_redis().set(key, str(turn.assistant_message.id), ex=SENT_TTL_S)
         # The user's other tabs move the conversation to the top of their list (this one knows already), and a tab
         # showing it asks for its branch (conversation.open), so the new turn appears there too, streaming.
         await self.channel_layer.group_send(

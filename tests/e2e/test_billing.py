@@ -32,6 +32,7 @@ def test_the_message_limit_in_the_chat_says_when_to_send_again_and_links_to_the_
     subscription_comp(user=user, plan=plan)
     sign_in(user)
     page.goto("/")
+    expect(page.locator("[data-connection]")).to_have_attribute("data-state", "open")
     composer = page.get_by_label("Message Djinn")
     composer.fill("Hello there")
     composer.press("Enter")

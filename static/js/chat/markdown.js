@@ -4,13 +4,30 @@
 //
 // Math ($...$, $$...$$, \(...\), \[...\], ```math) leaves marked as a code element of class language-math-*
 // holding the TeX as text, goes through DOMPurify like the rest, and is then typeset by KaTeX from that
-// text (trust off: no \href, \url or \html*). A table column's alignment is marked's align attribute,
-// which the stylesheet honours; a task list's box is a disabled checkbox, the only input allowed.
+// text (trust off: no \href, \url or \html*); KaTeX itself is loaded the first time math appears.
+// A table column's alignment is marked's align attribute, which the stylesheet honours; a task list's box
+// is a disabled checkbox, the only input allowed.
 
 import { Marked } from "../../vendor/marked/marked.esm.js";
 import DOMPurify from "../../vendor/dompurify/purify.es.mjs";
 import hljs from "../../vendor/highlight/highlight.min.js";
-import katex from "../../vendor/katex/katex.mjs";
+
+/**
+ * KaTeX (600 kB) is fetched the first time a reply holds math, not with every chat page.
+ * @type {typeof import("../../vendor/katex/katex.mjs").default | null}
+ */
+let katex = null;
+/** @type {Promise<void> | null} */
+let katexLoading = null;
+
+/** Load KaTeX once, then typeset the math already on the page. */
+function loadKatex() {
+  katexLoading ??= import("../../vendor/katex/katex.mjs").then((module) => {
+    katex = module.default;
+    for (const code of document.querySelectorAll(MATH)) typeset(/** @type {HTMLElement} */ (code));
+  });
+  return katexLoading;
+}
 
 const ALLOWED_TAGS = [
   "a", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i",
@@ -137,6 +154,10 @@ export function renderMarkdown(source) {
  * @param {HTMLElement} code
  */
 function typeset(code) {
+  if (katex === null) {
+    loadKatex(); // the code element stays until then (its TeX as text)
+    return;
+  }
   const display = !code.classList.contains("language-math-inline");
   const target = document.createElement(display ? "div" : "span");
   target.className = display ? "math math-display" : "math math-inline";
