@@ -58,6 +58,12 @@ class LiveServer:
             return
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        if self.thread.is_alive():
+            # A connection that never closes (a test's dead network) holds a graceful exit up: force it. A server
+            # left running would share the channel layer with the next test's from another event loop.
+            self.server.force_exit = True
+            self.thread.join(timeout=15)
+        assert not self.thread.is_alive(), "the live server did not stop"
         self.server = self.thread = None
 
 
