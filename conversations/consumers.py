@@ -536,27 +536,24 @@ def _turn_frames(
 ) -> tuple[services.Turn, dict[str, Any], dict[str, Any]]:
     """The turn ``service(**kwargs)`` makes, its ``turn.created`` frame and the ``conversation.branch`` frame."""
     turn = service(**kwargs)
-    frame = {
+    return turn, _created_frame(turn), _branch_frame(user=kwargs["user"], conversation=turn.conversation)
+
+
+def _existing_turn_frames(*, user: Any, reply_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """turn.created and conversation.branch for a turn made before (the reply ``reply_id`` and its question)."""
+    reply = selectors.message_get(user=user, message_id=UUID(reply_id))  # its conversation comes with it
+    question = selectors.message_get(user=user, message_id=reply.parent_id)
+    turn = services.Turn(reply.conversation, question, reply)
+    return _created_frame(turn), _branch_frame(user=user, conversation=reply.conversation)
+
+
+def _created_frame(turn: services.Turn) -> dict[str, Any]:
+    return {
         "type": "turn.created",
         "conversation": presenters.conversation_to_dict(turn.conversation),
         "user_message": presenters.message_to_dict(turn.user_message),
         "assistant_message": presenters.message_to_dict(turn.assistant_message),
     }
-    return turn, frame, _branch_frame(user=kwargs["user"], conversation=turn.conversation)
-
-
-def _existing_turn_frames(*, user: Any, reply_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """turn.created and conversation.branch for a turn made before (the reply ``reply_id`` and its question)."""
-    reply = selectors.message_get(user=user, message_id=UUID(reply_id))
-    conversation = selectors.conversation_get(user=user, conversation_id=reply.conversation_id)
-    question = selectors.message_get(user=user, message_id=reply.parent_id)
-    frame = {
-        "type": "turn.created",
-        "conversation": presenters.conversation_to_dict(conversation),
-        "user_message": presenters.message_to_dict(question),
-        "assistant_message": presenters.message_to_dict(reply),
-    }
-    return frame, _branch_frame(user=user, conversation=conversation)
 
 
 def _branch_frame(*, user: Any, conversation: Conversation) -> dict[str, Any]:
