@@ -9,13 +9,14 @@ own tasks, never the worker that writes the stream nor other clients.
 Frames (DESIGN.md, "A chat message, end to end", has the flow). Browser -> server, each a JSON object
 with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
 
-    message.send {conversation, parent, content, model, system_prompt, params}   -> turn.created, then
+    message.send {conversation, parent, content, model, system_prompt, params, project}  -> turn.created, then
     message.regenerate {message} / message.edit {message, content}                  conversation.branch,
                                                                                     then the reply's events
     generation.watch {id, after} -> the events with seq > after;  generation.cancel {id}
     conversation.rename {conversation, title} / .pin {conversation, pinned} / .archive {conversation,
         archived} / .set_system_prompt {conversation, system_prompt} / .set_params {conversation, params:
-        {temperature?, max_tokens?}}  -> conversation.updated (every tab)
+        {temperature?, max_tokens?}} / .set_project {conversation, project: id | null}
+        -> conversation.updated (every tab)
     (a new turn: conversation.updated {conversation, new_turn: true} to the user's other tabs; ``parent`` on
     message.send must still be the end of the branch, else error conversation_changed, then conversation.branch)
     conversation.delete {conversation} -> conversation.deleted {conversation} (every tab)
@@ -203,6 +204,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 system_prompt=_text(content, "system_prompt", required=False, allow_empty=True),
                 params=params,
                 expect_leaf=parent_id is not None,  # the page sends the end of the branch it shows
+                project_id=_uuid(content, "project", required=False),
             )
         except Stale as exc:
             # Another tab added a turn this one missed: say so, then show the branch as it is now.
@@ -276,6 +278,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def conversation_set_params(self, content: dict[str, Any]) -> None:
         conversation = await db(services.conversation_set_params)(
             user=self.user, conversation_id=_uuid(content, "conversation"), params=content.get("params")
+        )
+        await self.broadcast_updated(conversation)
+
+    async def conversation_set_project(self, content: dict[str, Any]) -> None:
+        conversation = await db(services.conversation_set_project)(
+            user=self.user,
+            conversation_id=_uuid(content, "conversation"),
+            project_id=_uuid(content, "project", required=False),
         )
         await self.broadcast_updated(conversation)
 
@@ -519,6 +529,7 @@ HANDLERS: dict[str, Handler] = {
     "conversation.archive": ChatConsumer.conversation_archive,
     "conversation.set_system_prompt": ChatConsumer.conversation_set_system_prompt,
     "conversation.set_params": ChatConsumer.conversation_set_params,
+    "conversation.set_project": ChatConsumer.conversation_set_project,
     "conversation.delete": ChatConsumer.conversation_delete,
     "conversation.switch_branch": ChatConsumer.conversation_switch_branch,
     "conversation.open": ChatConsumer.conversation_open,

@@ -22,7 +22,7 @@ from django.utils import timezone
 from accounts.models import User
 from conversations import presenters, selectors
 from conversations.errors import InvalidInput, NotFound
-from conversations.models import Conversation, DataExport, Message
+from conversations.models import Conversation, DataExport, Message, Project
 
 EXPORT_KEEP_DAYS = 7
 EXPORTS_PER_DAY = 5  # requests a user may make in a day (each reads all their conversations)
@@ -100,6 +100,10 @@ def build_archive(user: User) -> tuple[bytes, int]:
         "version": FORMAT_VERSION,
         "exported_at": timezone.now().isoformat(),
         "user": {"email": user.email, "display_name": user.display_name},
+        "projects": [
+            {"id": str(p.pk), "name": p.name, "instructions": p.instructions, "created_at": p.created_at.isoformat()}
+            for p in Project.objects.filter(owner=user).order_by("created_at")
+        ],
         "conversations": [
             {**presenters.conversation_to_dict(c), "messages": [_message(m) for m in messages.get(c.pk, [])]}
             for c in conversations

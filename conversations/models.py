@@ -20,6 +20,27 @@ from django.utils import timezone
 SEARCH_CONFIG = "simple"
 
 
+class Project(models.Model):
+    """A named group of conversations with its own instructions, sent to the model in each of its chats (between
+    the chat's system prompt and the owner's custom instructions). Deleting a project keeps its chats: they go
+    back to the owner's chat list."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects")
+    name = models.CharField(max_length=100)
+    instructions = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name", "created_at"]
+        indexes = [models.Index(fields=["owner", "name"], name="project_owner_idx")]
+
+    def __str__(self) -> str:
+        # Not the name: it is the owner's words (see Conversation.__str__).
+        return f"Project {str(self.pk)[:8]}"
+
+
 class Conversation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
@@ -29,6 +50,7 @@ class Conversation(models.Model):
     )
     model = models.CharField(max_length=100, help_text="Name of the LLMModel that answers in this conversation.")
     system_prompt = models.TextField(blank=True)
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations")
     params = models.JSONField(
         default=dict, blank=True, help_text="Sampling settings of this chat (temperature, max_tokens) over the model's."
     )

@@ -43,6 +43,7 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
         "title_is_provisional": conversation.title_is_provisional,
         "model": conversation.model,
         "system_prompt": conversation.system_prompt,
+        "project": _id(conversation.project_id),
         "params": conversation.params or {},
         "pinned": conversation.pinned,
         "archived": conversation.archived,

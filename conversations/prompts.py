@@ -23,11 +23,12 @@ REQUEST_PARAM_KEYS = (*PARAM_KEYS, "seed", "stop")
 
 
 def chat_messages(*, owner: User, conversation: Conversation, path: Iterable[Message]) -> list[dict[str, str]]:
-    """The chat for the model: one system message (the conversation's system prompt, then the owner's custom
-    instructions; none when both are empty, so the model's template may add its own), then the branch."""
-    system = "\n\n".join(
-        part for part in (conversation.system_prompt.strip(), owner.custom_instructions.strip()) if part
-    )
+    """The chat for the model: one system message (the conversation's system prompt, its project's
+    instructions, then the owner's custom instructions; none when all are empty, so the model's template may
+    add its own), then the branch."""
+    project = conversation.project.instructions.strip() if conversation.project_id else ""
+    parts = (conversation.system_prompt.strip(), project, owner.custom_instructions.strip())
+    system = "\n\n".join(part for part in parts if part)
     messages = [{"role": "system", "content": system}] if system else []
     return messages + [{"role": message.role, "content": message.content} for message in path]
 

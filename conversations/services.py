@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import user_can_chat
-from conversations import limits, prompts, selectors
+from conversations import limits, projects, prompts, selectors
 from conversations.errors import InvalidInput, NotAllowed, NotFound, Stale
 from conversations.models import Conversation, Message
 from conversations.tasks import reply_enqueue
@@ -47,12 +47,14 @@ def message_send(
     system_prompt: str | None = None,
     params: dict[str, Any] | None = None,
     expect_leaf: bool = False,
+    project_id: UUID | str | None = None,
 ) -> Turn:
     """Add a user message and a queued reply. ``conversation_id`` None starts a conversation (titled
     provisionally from ``content``); ``parent_id`` None continues after the current leaf. ``model`` and
     ``system_prompt``, when given, become the conversation's from now on. ``expect_leaf``: ``parent_id`` is
     the end of the branch the sender sees, and must still be the conversation's current leaf (the chat page:
     a tab that missed another tab's turn must not fork the conversation behind the user's back).
+    ``project_id``: the project a new conversation starts in (ignored when continuing one).
 
     Raises NotAllowed, NotFound, InvalidInput (empty or over-long message, unknown model or parameter,
     a reply still being written), Stale, ContextTooLong, LimitReached (the plan's limits: nothing is written).
@@ -71,6 +73,7 @@ def message_send(
                 title=_provisional_title(content),
                 model=llm.name,
                 system_prompt=system_prompt or "",
+                project=projects.project_get(user=user, project_id=project_id) if project_id else None,
             )
             parent = None
         else:
@@ -215,6 +218,16 @@ def conversation_set_system_prompt(*, user: User, conversation_id: UUID | str, s
 def conversation_set_params(*, user: User, conversation_id: UUID | str, params: Any) -> Conversation:
     """The chat's temperature and max_tokens from now on (null: the model's default). Raises InvalidInput."""
     return _update(user, conversation_id, params=prompts.conversation_params(params))
+
+
+def conversation_set_project(*, user: User, conversation_id: UUID | str, project_id: UUID | str | None) -> Conversation:
+    """Move the chat into one of the user's projects (None: out of any). Raises NotFound."""
+    with transaction.atomic():
+        conversation = _locked_conversation(user, conversation_id)
+        conversation.project = projects.project_get(user=user, project_id=project_id) if project_id else None
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["project", "updated_at"])
+    return conversation
 
 
 def conversation_delete(*, user: User, conversation_id: UUID | str) -> None:

@@ -21,9 +21,10 @@ from accounts import views as account_views
 from accounts.decorators import verified_required
 from accounts.models import User
 from config.errors import UNAVAILABLE_ERRORS
-from conversations import exports, presenters, selectors, sharing, tasks
+from conversations import exports, presenters, projects, selectors, sharing, tasks
 from conversations.errors import InvalidInput, NotFound
-from conversations.models import Conversation, DataExport
+from conversations.forms import ProjectForm
+from conversations.models import Conversation, DataExport, Project
 from inference.registry import model_list_enabled
 
 SIDEBAR_PAGE = 100  # the most recent; scrolling the sidebar loads the next pages (conversation.search)
@@ -54,7 +55,30 @@ def conversation_detail(request: HttpRequest, conversation_id: UUID) -> HttpResp
     return _chat_page(request, user=user, conversation=conversation)
 
 
-def _chat_page(request: HttpRequest, *, user: User, conversation: Conversation | None) -> HttpResponse:
+@require_safe
+@never_cache
+@verified_required
+def project_detail(request: HttpRequest, project_id: UUID) -> HttpResponse:
+    """A project: a new chat in it, above the list of its chats."""
+    user: User = request.user  # type: ignore[assignment]
+    try:
+        project = projects.project_get(user=user, project_id=project_id)
+    except NotFound:
+        raise Http404("Project not found.") from None
+    return _chat_page(request, user=user, conversation=None, project=project)
+
+
+def _chat_page(
+    request: HttpRequest, *, user: User, conversation: Conversation | None, project: Project | None = None
+) -> HttpResponse:
+    if conversation and conversation.project_id:
+        project = projects.project_get(user=user, project_id=conversation.project_id)
+    project_list = list(projects.project_list(user=user))
+    project_chats = (
+        list(projects.project_conversations(user=user, project=project)[: projects.PROJECT_CHATS_SHOWN])
+        if project and not conversation
+        else []
+    )
     messages = (
         presenters.branch_to_list(selectors.conversation_branch(user=user, conversation=conversation))
         if conversation
@@ -69,6 +93,8 @@ def _chat_page(request: HttpRequest, *, user: User, conversation: Conversation |
         "conversations": conversations,
         "conversations_next": next_cursor,
         "models": models,
+        "projects": [{"id": str(item.pk), "name": item.name} for item in project_list],
+        "project": str(project.pk) if project else None,
         "default_model": models[0]["name"] if models else "",
         "logo_url": static("img/logo.svg"),
         "login_url": reverse("accounts:login"),
@@ -80,9 +106,72 @@ def _chat_page(request: HttpRequest, *, user: User, conversation: Conversation |
         "conversations": conversations,
         "models": models,
         "selected_model": conversation.model if conversation else chat_data["default_model"],
+        "projects": project_list,
+        "project": project,
+        "project_chats": project_chats,
         "chat_data": chat_data,
     }
     return render(request, "chat/chat.html", context)
+
+
+# Projects ----------------------------------------------------------------------------------------------
+
+
+@never_cache
+@verified_required
+@require_http_methods(["GET", "POST"])
+def project_new(request: HttpRequest) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = projects.project_create(user=user, **form.cleaned_data)
+        except InvalidInput as exc:
+            form.add_error(None, exc.message)
+        else:
+            return redirect("conversations:project", project.pk)
+    return render(request, "chat/project_form.html", {"form": form, "project": None})
+
+
+@never_cache
+@verified_required
+@require_http_methods(["GET", "POST"])
+def project_edit(request: HttpRequest, project_id: UUID) -> HttpResponse:
+    user: User = request.user  # type: ignore[assignment]
+    try:
+        project = projects.project_get(user=user, project_id=project_id)
+    except NotFound:
+        raise Http404("Project not found.") from None
+    initial = {"name": project.name, "instructions": project.instructions}
+    form = ProjectForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            projects.project_update(user=user, project_id=project.pk, **form.cleaned_data)
+        except (InvalidInput, NotFound) as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, "The project is saved.")
+            return redirect("conversations:project", project.pk)
+    return render(request, "chat/project_form.html", {"form": form, "project": project})
+
+
+@never_cache
+@verified_required
+@require_http_methods(["GET", "POST"])
+def project_delete(request: HttpRequest, project_id: UUID) -> HttpResponse:
+    """Asks first (GET), deletes on POST; the project's chats stay, back in the chat list."""
+    user: User = request.user  # type: ignore[assignment]
+    try:
+        project = projects.project_get(user=user, project_id=project_id)
+    except NotFound:
+        raise Http404("Project not found.") from None
+    if request.method == "POST":
+        moved = projects.project_delete(user=user, project_id=project.pk)
+        kept = f" Its chats ({moved}) are back in your chat list." if moved else ""
+        messages.success(request, f"The project “{project.name}” is deleted.{kept}")
+        return redirect("home")
+    chats = projects.project_conversations(user=user, project=project).count()
+    return render(request, "chat/project_delete.html", {"project": project, "chats": chats})
 
 
 # Shared links ------------------------------------------------------------------------------------------

@@ -120,8 +120,8 @@ async def complete(socket: WebsocketCommunicator, generation_id: str, text: str)
     assert done[-1]["id"] == generation_id
 
 
-def run(scenario) -> None:
-    async_to_sync(scenario)()
+def run(scenario):
+    return async_to_sync(scenario)()
 
 
 # Connecting ---------------------------------------------------------------------------------------
@@ -546,7 +546,10 @@ def test_a_slow_watcher_does_not_hold_up_other_commands(user):
     run(scenario)
 
 
-def test_a_flood_of_frames_is_refused_past_a_burst_and_a_client_that_keeps_at_it_is_disconnected(user):
+def test_a_flood_of_frames_is_refused_past_a_burst_and_a_client_that_keeps_at_it_is_disconnected(user, monkeypatch):
+    # No refill during the test: on a busy machine the 45 frames take long enough to earn one more.
+    monkeypatch.setattr(consumers, "FLOOD_RATE", 0.0)
+
     async def scenario():
         async with chat_socket(user) as socket:
             for _ in range(consumers.FLOOD_BURST + 5):
@@ -691,3 +694,28 @@ def test_a_reply_is_rated_in_every_tab_and_only_a_finished_reply_of_ones_own(use
         assert feedback == 1
 
     run(scenario)
+
+
+def test_a_chat_is_started_in_a_project_and_moved_out_of_it_in_every_tab(user):
+    from conversations import projects
+
+    project = projects.project_create(user=user, name="Thesis")
+    stranger_project = projects.project_create(user=UserFactory(), name="Other")
+
+    async def scenario():
+        async with chat_socket(user) as tab, chat_socket(user) as other_tab:
+            turn = await send_message(tab, "Outline chapter one", project=str(project.pk))
+            await receive(other_tab)  # the new chat
+            conversation_id = turn["conversation"]["id"]
+            frame = {"type": "conversation.set_project", "conversation": conversation_id, "project": None}
+            await tab.send_json_to(frame)
+            moved_out = await receive(other_tab)
+            await tab.send_json_to({**frame, "project": str(stranger_project.pk), "client_id": "x"})
+            refused = await receive_until(tab, "error")
+        return turn, moved_out, refused
+
+    turn, moved_out, refused = run(scenario)
+    assert turn["conversation"]["project"] == str(project.pk)
+    assert moved_out["conversation"]["project"] is None
+    assert refused[-1]["code"] == "not_found"
+    assert Conversation.objects.get(pk=turn["conversation"]["id"]).project_id is None

@@ -49,6 +49,8 @@ const settingsDialog = /** @type {HTMLDialogElement} */ ($("[data-settings-dialo
 const systemPromptInput = /** @type {HTMLTextAreaElement} */ ($("[data-system-prompt]"));
 const temperatureInput = /** @type {HTMLInputElement} */ ($("[data-chat-temperature]"));
 const maxTokensInput = /** @type {HTMLInputElement} */ ($("[data-chat-max-tokens]"));
+const projectInput = /** @type {HTMLSelectElement} */ ($("[data-chat-project]"));
+const projectChip = /** @type {HTMLAnchorElement} */ ($("[data-project-chip]"));
 const deleteDialog = /** @type {HTMLDialogElement} */ ($("[data-delete-dialog]"));
 const sidebarToggle = /** @type {HTMLButtonElement} */ ($("[data-sidebar-toggle]"));
 const scroller = /** @type {HTMLElement} */ ($("[data-thread-scroller]"));
@@ -77,11 +79,14 @@ const state = {
   draftSystemPrompt: "",
   /** Temperature and max_tokens chosen before the first message of a new chat. @type {Record<string, number>} */
   draftParams: {},
+  /** The project a new chat starts in: the page's, or the one chosen in its settings. @type {string | null} */
+  draftProject: data.project,
   /** @type {Conversation | null} */
   deleting: null,
 };
 
 const modelNames = new Map(data.models.map((model) => [model.name, model.display_name || model.name]));
+const projectNames = new Map(data.projects.map((project) => [project.id, project.name]));
 const thread = new Thread(scroller, $("[data-thread]"), data.logo_url, modelNames);
 const socket = new ChatSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/chat/`, {
   onFrame: handleFrame,
@@ -272,7 +277,17 @@ function showConversation(conversation) {
   );
   // An archived chat says so where it is read, with the way back to the chat list.
   archivedNote.hidden = !conversation.archived;
+  showProject(conversation.project ?? null);
   shareButton.hidden = false;
+}
+
+/** The project chip before the title: a link to the chat's project. @param {string | null} projectId */
+function showProject(projectId) {
+  const name = projectId ? projectNames.get(projectId) : undefined;
+  projectChip.hidden = !name;
+  if (!projectId || !name) return;
+  projectChip.textContent = name;
+  projectChip.href = `/p/${projectId}/`;
 }
 
 /**
@@ -448,6 +463,7 @@ function send() {
     model: modelPicker.value || null,
     system_prompt: state.conversation ? null : state.draftSystemPrompt || null,
     params: state.conversation || Object.keys(state.draftParams).length === 0 ? null : state.draftParams,
+    project: state.conversation ? null : state.draftProject,
   };
   if (!socket.send(frame)) {
     showComposerError("Not connected. Your message is kept: send it again once the connection is back.");
@@ -726,6 +742,7 @@ settingsButton.addEventListener("click", () => {
   const params = state.conversation ? state.conversation.params ?? {} : state.draftParams;
   temperatureInput.value = params.temperature === undefined ? "" : String(params.temperature);
   maxTokensInput.value = params.max_tokens === undefined ? "" : String(params.max_tokens);
+  projectInput.value = (state.conversation ? state.conversation.project : state.draftProject) ?? "";
   settingsDialog.showModal();
 });
 settingsDialog.addEventListener("close", () => {
@@ -735,15 +752,20 @@ settingsDialog.addEventListener("close", () => {
   const params = {};
   if (temperatureInput.value !== "") params.temperature = Number(temperatureInput.value);
   if (maxTokensInput.value !== "") params.max_tokens = Number(maxTokensInput.value);
+  const project = projectInput.value || null;
   if (state.conversation) {
     const id = state.conversation.id;
     const sent =
       socket.send({ type: "conversation.set_system_prompt", conversation: id, system_prompt: value }) &&
-      socket.send({ type: "conversation.set_params", conversation: id, params });
+      socket.send({ type: "conversation.set_params", conversation: id, params }) &&
+      (project === (state.conversation.project ?? null) ||
+        socket.send({ type: "conversation.set_project", conversation: id, project }));
     if (!sent) toast("Not connected: the settings were not saved.");
   } else {
     state.draftSystemPrompt = value;
     state.draftParams = params;
+    state.draftProject = project;
+    showProject(project);
     settingsButton.classList.toggle("has-value", Boolean(value) || Object.keys(params).length > 0);
   }
 });

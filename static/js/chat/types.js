@@ -29,6 +29,7 @@
  * @property {string} title
  * @property {string} model
  * @property {string} system_prompt
+ * @property {string | null} [project]   the id of its project
  * @property {{temperature?: number, max_tokens?: number}} [params]   the chat's sampling settings
  * @property {boolean} pinned
  * @property {boolean} archived
@@ -49,6 +50,8 @@
  * @property {Conversation[]} conversations
  * @property {string | null} conversations_next
  * @property {ModelInfo[]} models
+ * @property {{id: string, name: string}[]} projects   the user's projects
+ * @property {string | null} project   the page's project: a new chat starts in it
  * @property {string} default_model
  * @property {string} logo_url
  * @property {string} login_url
