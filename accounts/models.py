@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts import api_keys
 
@@ -49,6 +51,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     custom_instructions = models.TextField(
         blank=True, help_text="Passed to the model with every conversation of this user."
     )
+    # Blank: the browser's language (Accept-Language). Activated on every request by accounts.middleware.
+    language = models.CharField(_("language"), max_length=10, blank=True, choices=settings.LANGUAGES)
     is_staff = models.BooleanField(default=False, help_text="Can log in to the admin site.")
     is_active = models.BooleanField(default=True)
     date_joined = models.DateTimeField(default=timezone.now)

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from accounts.billing import views as billing_views
-from config import api, health
+from config import api, health, i18n
 from conversations import analytics
 from conversations import views as chat_views
 
@@ -12,6 +12,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),
+    path("jsi18n/", i18n.javascript_catalog, name="javascript_catalog"),
     path("admin/analytics/", admin.site.admin_view(analytics.analytics), name="admin_analytics"),
     path("admin/", admin.site.urls),
     path("accounts/", include("accounts.urls")),
