@@ -12,6 +12,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.utils.translation import ngettext
 
 from accounts import api_keys, ratelimit, services
 from accounts.billing import quotas
@@ -42,7 +43,7 @@ class UserAdmin(BaseUserAdmin):
     readonly_fields = ("date_joined", "last_login")
     fieldsets = (
         (None, {"fields": ("email", "password")}),
-        ("Profile", {"fields": ("display_name", "email_verified_at", "custom_instructions")}),
+        ("Profile", {"fields": ("display_name", "email_verified_at", "language", "custom_instructions")}),
         ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
@@ -279,7 +280,11 @@ def _rate_limited(login_view: Callable[..., HttpResponse]) -> Callable[..., Http
         wait = ratelimit.login_blocked_seconds(email=email, ip=ip)
         if wait:
             minutes = math.ceil(wait / 60)
-            message = f"Too many attempts, try again in {minutes} minute{'' if minutes == 1 else 's'}."
+            message = ngettext(
+                "Too many attempts, try again in %(minutes)d minute.",
+                "Too many attempts, try again in %(minutes)d minutes.",
+                minutes,
+            ) % {"minutes": minutes}
             return render(request, "errors/429.html", {"message": message}, status=429)
         response = login_view(request, extra_context)
         if request.user.is_authenticated and request.user.is_staff:

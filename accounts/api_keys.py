@@ -15,6 +15,7 @@ import string
 from dataclasses import dataclass
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 SCHEME = "djn"
 PREFIX_RANDOM_LENGTH = 8
@@ -65,9 +66,9 @@ def _random(length: int) -> str:
 
 class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(
-        label="Name",
+        label=_("Name"),
         required=False,
         max_length=NAME_MAX_LENGTH,
-        help_text="Something to recognise it by later, like the app or machine that uses it.",
-        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "e.g. laptop script"}),
+        help_text=_("Something to recognise it by later, like the app or machine that uses it."),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": _("e.g. laptop script")}),
     )

@@ -8,25 +8,35 @@ error list the id they point to.
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth import password_validation
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User, normalize_email
 from accounts.selectors import email_is_taken
 
-PASSWORD_HELP = "At least 8 characters. Avoid common passwords, only digits, or anything close to your name or e-mail."
-EMAIL_INVALID = "Enter a valid e-mail address, like name@example.com."
-EMAIL_TAKEN = "An account with this e-mail address already exists. Log in, or reset your password if you forgot it."
-PASSWORD_WRONG = "That password is not right."
-PASSWORD_MISMATCH = "The two passwords don't match."
+# Messages in English, marked for translation; they are translated where they are shown (gettext, gettext_lazy).
+PASSWORD_HELP = gettext_noop(
+    "At least 8 characters. Avoid common passwords, only digits, or anything close to your name or e-mail."
+)
+EMAIL_INVALID = gettext_noop("Enter a valid e-mail address, like name@example.com.")
+EMAIL_TAKEN = gettext_noop(
+    "An account with this e-mail address already exists. Log in, or reset your password if you forgot it."
+)
+PASSWORD_WRONG = gettext_noop("That password is not right.")
+PASSWORD_MISMATCH = gettext_noop("The two passwords don't match.")
+# Blank follows the browser (Accept-Language); the languages keep their own names (settings.LANGUAGES).
+LANGUAGE_CHOICES = [("", _("Same as my browser")), *settings.LANGUAGES]
 
 
-def _email_field(label: str = "E-mail address", **attrs: object) -> forms.EmailField:
+def _email_field(label: str = _("E-mail address"), **attrs: object) -> forms.EmailField:
     return forms.EmailField(
         label=label,
         max_length=254,
-        error_messages={"invalid": EMAIL_INVALID},
+        error_messages={"invalid": _(EMAIL_INVALID)},
         widget=forms.EmailInput(attrs={"autocomplete": "email", **attrs}),
     )
 
@@ -43,25 +53,25 @@ def _password_field(label: str, autocomplete: str, help_text: str = "", **attrs:
 class SignUpForm(forms.Form):
     email = _email_field(autofocus=True)
     display_name = forms.CharField(
-        label="Your name",
+        label=_("Your name"),
         max_length=150,
-        help_text="How Djinn greets you. You can change it later.",
+        help_text=_("How Djinn greets you. You can change it later."),
         widget=forms.TextInput(attrs={"autocomplete": "name"}),
     )
-    password1 = _password_field("Password", "new-password", PASSWORD_HELP)
-    password2 = _password_field("Confirm password", "new-password")
+    password1 = _password_field(_("Password"), "new-password", _(PASSWORD_HELP))
+    password2 = _password_field(_("Confirm password"), "new-password")
 
     def clean_email(self) -> str:
         email = normalize_email(self.cleaned_data["email"])
         if email_is_taken(email=email):
-            raise ValidationError(EMAIL_TAKEN, code="taken")
+            raise ValidationError(gettext(EMAIL_TAKEN), code="taken")
         return email
 
     def clean(self) -> dict[str, object]:
         cleaned = super().clean()
         password1, password2 = cleaned.get("password1"), cleaned.get("password2")
         if password1 and password2 and password1 != password2:
-            self.add_error("password2", ValidationError(PASSWORD_MISMATCH, code="password_mismatch"))
+            self.add_error("password2", ValidationError(gettext(PASSWORD_MISMATCH), code="password_mismatch"))
         elif password1:
             # An unsaved user lets the similarity validator compare against the e-mail and name.
             candidate = User(email=cleaned.get("email") or "", display_name=cleaned.get("display_name") or "")
@@ -74,18 +84,24 @@ class SignUpForm(forms.Form):
 
 class LogInForm(forms.Form):
     email = _email_field(autofocus=True)
-    password = _password_field("Password", "current-password")
+    password = _password_field(_("Password"), "current-password")
 
 
 class ProfileForm(forms.Form):
     display_name = forms.CharField(
-        label="Display name", max_length=150, widget=forms.TextInput(attrs={"autocomplete": "name"})
+        label=_("Display name"), max_length=150, widget=forms.TextInput(attrs={"autocomplete": "name"})
+    )
+    language = forms.ChoiceField(
+        label=_("Language"),
+        required=False,
+        choices=LANGUAGE_CHOICES,
+        help_text=_("The language of Djinn's pages, on every device you sign in on."),
     )
     custom_instructions = forms.CharField(
-        label="Custom instructions",
+        label=_("Custom instructions"),
         required=False,
         max_length=4000,
-        help_text="What should Djinn know about you, and how should it answer? Sent with every conversation.",
+        help_text=_("What should Djinn know about you, and how should it answer? Sent with every conversation."),
         widget=forms.Textarea(attrs={"rows": 6}),
     )
 
@@ -100,27 +116,29 @@ class _PasswordCheckedForm(forms.Form):
     def clean_password(self) -> str:
         password = self.cleaned_data["password"]
         if not self.user.check_password(password):
-            raise ValidationError(PASSWORD_WRONG, code="password_incorrect")
+            raise ValidationError(gettext(PASSWORD_WRONG), code="password_incorrect")
         return password
 
 
 class EmailChangeForm(_PasswordCheckedForm):
-    new_email = _email_field("New e-mail address")
+    new_email = _email_field(_("New e-mail address"))
     password = _password_field(
-        "Current password", "current-password", "We ask for it so nobody at an unlocked screen can take your account."
+        _("Current password"),
+        "current-password",
+        _("We ask for it so nobody at an unlocked screen can take your account."),
     )
 
     def clean_new_email(self) -> str:
         email = normalize_email(self.cleaned_data["new_email"])
         if email == self.user.email:
-            raise ValidationError("That is already your e-mail address.", code="unchanged")
+            raise ValidationError(_("That is already your e-mail address."), code="unchanged")
         if email_is_taken(email=email, exclude_user_id=self.user.pk):
-            raise ValidationError("Another account already uses this e-mail address.", code="taken")
+            raise ValidationError(_("Another account already uses this e-mail address."), code="taken")
         return email
 
 
 class DeleteAccountForm(_PasswordCheckedForm):
-    password = _password_field("Your password", "current-password")
+    password = _password_field(_("Your password"), "current-password")
 
 
 class PasswordChangeForm(auth_forms.PasswordChangeForm):
@@ -128,13 +146,13 @@ class PasswordChangeForm(auth_forms.PasswordChangeForm):
 
     error_messages = {
         **auth_forms.PasswordChangeForm.error_messages,
-        "password_incorrect": PASSWORD_WRONG,
-        "password_mismatch": PASSWORD_MISMATCH,
+        "password_incorrect": _(PASSWORD_WRONG),
+        "password_mismatch": _(PASSWORD_MISMATCH),
     }
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["old_password"].label = "Current password"
+        self.fields["old_password"].label = _("Current password")
         self.fields["old_password"].widget.attrs.pop("autofocus", None)
         _label_new_password(self)
 
@@ -147,7 +165,7 @@ class PasswordResetForm(auth_forms.PasswordResetForm):
 
 
 class SetPasswordForm(auth_forms.SetPasswordForm):
-    error_messages = {**auth_forms.SetPasswordForm.error_messages, "password_mismatch": PASSWORD_MISMATCH}
+    error_messages = {**auth_forms.SetPasswordForm.error_messages, "password_mismatch": _(PASSWORD_MISMATCH)}
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -166,6 +184,6 @@ def _validate_new_password(form: auth_forms.SetPasswordForm, user: User) -> None
 
 
 def _label_new_password(form: forms.Form) -> None:
-    form.fields["new_password1"].label = "New password"
-    form.fields["new_password1"].help_text = PASSWORD_HELP
-    form.fields["new_password2"].label = "Confirm new password"
+    form.fields["new_password1"].label = _("New password")
+    form.fields["new_password1"].help_text = _(PASSWORD_HELP)
+    form.fields["new_password2"].label = _("Confirm new password")

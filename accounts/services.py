@@ -23,7 +23,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django_redis.exceptions import ConnectionInterrupted
 
 from accounts import api_keys, tokens
@@ -118,10 +118,12 @@ def user_email_change_confirm(*, token: str) -> User:
     return user
 
 
-def user_profile_update(*, user: User, display_name: str, custom_instructions: str) -> User:
+def user_profile_update(*, user: User, display_name: str, custom_instructions: str, language: str) -> User:
+    """``language`` is a code of settings.LANGUAGES, or blank for the browser's language."""
     user.display_name = display_name.strip()
     user.custom_instructions = custom_instructions.strip()
-    user.save(update_fields=["display_name", "custom_instructions"])
+    user.language = language
+    user.save(update_fields=["display_name", "custom_instructions", "language"])
     return user
 
 
@@ -198,13 +200,17 @@ def api_key_mark_used(*, api_key: ApiKey) -> None:
 
 
 def _mail_after_commit(*, to: str, template: str, context: dict[str, Any]) -> None:
-    transaction.on_commit(partial(_mail, to=to, template=template, context=context))
+    """The e-mail is written in the account's language, else in the one of the page that sent it."""
+    user = context.get("user")
+    language = getattr(user, "language", "") or translation.get_language()
+    transaction.on_commit(partial(_mail, to=to, template=template, context=context, language=language))
 
 
-def _mail(*, to: str, template: str, context: dict[str, Any]) -> None:
-    context = {**context, "link_lifetime": tokens.link_lifetime()}
-    subject = " ".join(render_to_string(f"{template}_subject.txt", context).split())
-    body = render_to_string(f"{template}.txt", context)
+def _mail(*, to: str, template: str, context: dict[str, Any], language: str) -> None:
+    with translation.override(language):
+        context = {**context, "link_lifetime": tokens.link_lifetime()}
+        subject = " ".join(render_to_string(f"{template}_subject.txt", context).split())
+        body = render_to_string(f"{template}.txt", context)
     try:
         send_mail(subject, body, None, [to])
     except (smtplib.SMTPException, OSError):

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
+from django.utils.translation import ngettext
 
 from accounts.models import User
 
@@ -46,12 +47,13 @@ class EmailChangeClaim:
 
 
 def link_lifetime() -> str:
-    """How long a link works, in words for e-mails and pages: "24 hours", "1 hour", "30 minutes"."""
+    """How long a link works, in words for e-mails and pages: "24 hours", "1 hour", "30 minutes" (in the active
+    language)."""
     minutes = max(settings.PASSWORD_RESET_TIMEOUT // 60, 1)
     if minutes % 60:
-        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+        return ngettext("%(count)d minute", "%(count)d minutes", minutes) % {"count": minutes}
     hours = minutes // 60
-    return f"{hours} hour{'s' if hours != 1 else ''}"
+    return ngettext("%(count)d hour", "%(count)d hours", hours) % {"count": hours}
 
 
 def verification_token_make(*, user: User) -> str:

@@ -25,7 +25,11 @@ from django.http import (
 from django.shortcuts import redirect, render, resolve_url
 from django.template import loader
 from django.urls import reverse_lazy
+from django.utils import translation
+from django.utils.functional import lazy
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods, require_POST
@@ -61,7 +65,12 @@ def log_in(request: HttpRequest) -> HttpResponse:
         wait = ratelimit.login_blocked_seconds(email=email, ip=ip)
         if wait:
             minutes = math.ceil(wait / 60)
-            form.add_error(None, f"Too many attempts, try again in {minutes} minute{'' if minutes == 1 else 's'}.")
+            message = ngettext(
+                "Too many attempts, try again in %(minutes)d minute.",
+                "Too many attempts, try again in %(minutes)d minutes.",
+                minutes,
+            )
+            form.add_error(None, message % {"minutes": minutes})
             status = 429
         else:
             user = authenticate(request, username=email, password=form.cleaned_data["password"])
@@ -70,7 +79,7 @@ def log_in(request: HttpRequest) -> HttpResponse:
                 login(request, user)
                 return redirect(next_url)
             ratelimit.login_failure_record(email=email, ip=ip)
-            form.add_error(None, "The e-mail address or password is not right.")
+            form.add_error(None, _("The e-mail address or password is not right."))
     return render(request, "accounts/login.html", {"form": form, "next": next_url}, status=status)
 
 
@@ -91,10 +100,11 @@ def sign_up(request: HttpRequest) -> HttpResponse:
                 base_url=_base_url(request),
             )
         except services.EmailTakenError:
-            form.add_error("email", forms.EMAIL_TAKEN)
+            form.add_error("email", _(forms.EMAIL_TAKEN))
         else:
             login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
-            messages.success(request, f"Welcome to Djinn! We sent a link to {user.email} to verify your address.")
+            welcome = _("Welcome to Djinn! We sent a link to %(email)s to verify your address.")
+            messages.success(request, welcome % {"email": user.email})
             return redirect(_next_url(request))
     return render(request, "accounts/signup.html", {"form": form, "next": _next_url(request)})
 
@@ -105,7 +115,7 @@ def log_out(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return render(request, "accounts/logout.html")
     logout(request)
-    messages.info(request, "You are logged out.")
+    messages.info(request, _("You are logged out."))
     return redirect(settings.LOGOUT_REDIRECT_URL)
 
 
@@ -120,7 +130,7 @@ def verify_email(request: HttpRequest, token: str) -> HttpResponse:
         return _link_failed(request, "verify", expired=True)
     except tokens.LinkInvalid:
         return _link_failed(request, "verify", expired=False)
-    messages.success(request, f"Thank you: {user.email} is verified.")
+    messages.success(request, _("Thank you: %(email)s is verified.") % {"email": user.email})
     return redirect("home" if request.user.is_authenticated else "accounts:login")
 
 
@@ -129,12 +139,12 @@ def verify_email(request: HttpRequest, token: str) -> HttpResponse:
 def verification_resend(request: HttpRequest) -> HttpResponse:
     user = request.user
     if user.email_verified:
-        messages.info(request, "Your e-mail address is already verified.")
+        messages.info(request, _("Your e-mail address is already verified."))
     elif not ratelimit.verification_resend_allowed(user_id=user.pk):
-        messages.warning(request, "We sent a link less than a minute ago. Check your inbox, then try again.")
+        messages.warning(request, _("We sent a link less than a minute ago. Check your inbox, then try again."))
     else:
         services.user_verification_send(user=user, base_url=_base_url(request))
-        messages.success(request, f"We sent a new verification link to {user.email}.")
+        messages.success(request, _("We sent a new verification link to %(email)s.") % {"email": user.email})
     return redirect(_next_url(request))
 
 
@@ -153,11 +163,17 @@ def verification_required(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def settings_profile(request: HttpRequest) -> HttpResponse:
     user = request.user
-    initial = {"display_name": user.display_name, "custom_instructions": user.custom_instructions}
+    initial = {
+        "display_name": user.display_name,
+        "language": user.language,
+        "custom_instructions": user.custom_instructions,
+    }
     form = forms.ProfileForm(_posted(request), initial=initial)
     if request.method == "POST" and form.is_valid():
         services.user_profile_update(user=user, **form.cleaned_data)
-        messages.success(request, "Profile saved.")
+        # Said in the language just chosen, as the next page will be.
+        translation.activate(user.language or translation.get_language_from_request(request))
+        messages.success(request, _("Profile saved."))
         return redirect("accounts:settings_profile")
     return render(request, "accounts/settings/profile.html", {"form": form, "section": "profile"})
 
@@ -170,11 +186,10 @@ def settings_email(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         new_email = form.cleaned_data["new_email"]
         services.user_email_change_request(user=request.user, new_email=new_email, base_url=_base_url(request))
-        messages.success(
-            request,
-            f"We sent a confirmation link to {new_email}. "
-            f"You keep signing in with {request.user.email} until you click it.",
+        message = _(
+            "We sent a confirmation link to %(new_email)s. You keep signing in with %(email)s until you click it."
         )
+        messages.success(request, message % {"new_email": new_email, "email": request.user.email})
         return redirect("accounts:settings_email")
     return render(request, "accounts/settings/email.html", {"form": form, "section": "email"})
 
@@ -189,7 +204,7 @@ def email_change_confirm(request: HttpRequest, token: str) -> HttpResponse:
         return _link_failed(request, "email_change", expired=False)
     except services.EmailTakenError:
         return _link_failed(request, "email_change", expired=False, taken=True)
-    messages.success(request, f"Done: you now sign in with {user.email}.")
+    messages.success(request, _("Done: you now sign in with %(email)s.") % {"email": user.email})
     return redirect("accounts:settings_email" if request.user.is_authenticated else "accounts:login")
 
 
@@ -201,7 +216,7 @@ def settings_password(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         services.user_password_change(user=request.user, password=form.cleaned_data["new_password1"])
         update_session_auth_hash(request, request.user)  # stay logged in here; other sessions end
-        messages.success(request, "Password changed. Other devices have been logged out.")
+        messages.success(request, _("Password changed. Other devices have been logged out."))
         return redirect("accounts:settings_password")
     return render(request, "accounts/settings/password.html", {"form": form, "section": "password"})
 
@@ -215,7 +230,7 @@ def settings_delete(request: HttpRequest) -> HttpResponse:
         user = request.user
         logout(request)
         services.user_delete(user=user)
-        messages.info(request, "Your account and everything in it have been deleted.")
+        messages.info(request, _("Your account and everything in it have been deleted."))
         return redirect("home")
     return render(request, "accounts/settings/delete.html", {"form": form, "section": "delete"})
 
@@ -256,22 +271,25 @@ def settings_api_key_revoke(request: HttpRequest, api_key_id: int) -> HttpRespon
         context = {"api_key": api_key, "section": "api_keys"}
         return render(request, "accounts/settings/api_key_revoke.html", context)
     services.api_key_revoke(api_key=api_key)
-    messages.success(request, f"Key {api_key.prefix}… revoked. Requests that use it now fail.")
+    messages.success(request, _("Key %(prefix)s… revoked. Requests that use it now fail.") % {"prefix": api_key.prefix})
     return redirect("accounts:settings_api_keys")
 
 
 # Password reset (Django's views) -----------------------------------------------------------------
+
+# These views are built once, at import; the words are put in the language of each request that shows them.
+_link_lifetime = lazy(tokens.link_lifetime, str)
 
 password_reset = auth_views.PasswordResetView.as_view(
     form_class=forms.PasswordResetForm,
     template_name="accounts/password_reset_form.html",
     email_template_name="accounts/email/password_reset.txt",
     subject_template_name="accounts/email/password_reset_subject.txt",
-    extra_email_context={"link_lifetime": tokens.link_lifetime()},  # PASSWORD_RESET_TIMEOUT is fixed in code
+    extra_email_context={"link_lifetime": _link_lifetime()},  # PASSWORD_RESET_TIMEOUT is fixed in code
     success_url=reverse_lazy("accounts:password_reset_done"),
 )
 password_reset_done = auth_views.PasswordResetDoneView.as_view(
-    template_name="accounts/password_reset_done.html", extra_context={"link_lifetime": tokens.link_lifetime()}
+    template_name="accounts/password_reset_done.html", extra_context={"link_lifetime": _link_lifetime()}
 )
 password_reset_confirm = auth_views.PasswordResetConfirmView.as_view(
     form_class=forms.SetPasswordForm,

@@ -18,13 +18,16 @@ import redis
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template import loader
+from django.utils.functional import Promise
+from django.utils.translation import gettext_lazy as _
 from django_redis.exceptions import ConnectionInterrupted
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
-UNAVAILABLE = "Djinn cannot reach its database or cache right now. Please try again in a few seconds."
-TOO_LARGE = "The request body is too large."
+# In the language of the request where one was chosen (a 413 is answered before that: in the default language).
+UNAVAILABLE = _("Djinn cannot reach its database or cache right now. Please try again in a few seconds.")
+TOO_LARGE = _("The request body is too large.")
 
 # What an unreachable PostgreSQL (or an exhausted pool) or Redis raises.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -40,8 +43,9 @@ def is_unavailable(exc: BaseException | None) -> bool:
     return isinstance(exc, UNAVAILABLE_ERRORS)
 
 
-def error_body(path: str, status: int, message: str, code: str) -> tuple[bytes, str]:
+def error_body(path: str, status: int, message: str | Promise, code: str) -> tuple[bytes, str]:
     """The body and content type of an error answer for a request to ``path``."""
+    message = str(message)
     if path.startswith("/v1/"):
         kind = "server_error" if status >= 500 else "invalid_request_error"
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}

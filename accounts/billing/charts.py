@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from django.utils.formats import date_format, number_format
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
 WIDTH, HEIGHT, GAP = 600, 160, 2
 SERIES_CLASSES = 8
 
@@ -17,9 +21,9 @@ class Series:
     values: list[int]
 
 
-def stacked_bars(days: list[date], series: list[Series], *, unit: str = "tokens") -> dict[str, Any]:
+def stacked_bars(days: list[date], series: list[Series], *, unit: str = gettext_lazy("tokens")) -> dict[str, Any]:
     """One bar per day, its series stacked in order, scaled to the biggest day; the template draws each
-    segment as a rect with a title (the day and the figures) for a tooltip."""
+    segment as a rect with a title (the day and the figures, in the active language) for a tooltip."""
     totals = [sum(s.values[index] for s in series) for index in range(len(days))]
     peak = max(totals, default=0)
     step = WIDTH / max(len(days), 1)
@@ -36,13 +40,15 @@ def stacked_bars(days: list[date], series: list[Series], *, unit: str = "tokens"
             segments.append(
                 {"y": round(top, 1), "height": round(height, 1), "css": f"series-{number % SERIES_CLASSES}"}
             )
-        parts = ", ".join(f"{s.name} {s.values[index]:,}" for s in series if s.values[index])
+        parts = ", ".join(
+            f"{s.name} {number_format(s.values[index], force_grouping=True)}" for s in series if s.values[index]
+        )
         bars.append(
             {
                 "x": round(index * step + GAP / 2, 1),
                 "width": round(max(step - GAP, 1), 1),
                 "segments": segments,
-                "title": f"{day:%d %b}: {parts or 'none'}",
+                "title": f"{date_format(day, 'j M')}: {parts or _('none')}",
             }
         )
     legend = [

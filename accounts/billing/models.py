@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.translation import gettext
 
 NO_LIMIT = "Blank for no limit."
 
@@ -61,8 +63,10 @@ class Plan(models.Model):
 
     @property
     def price_display(self) -> str:
-        """``USD 20.00``, or ``Free``."""
-        return f"{self.currency.upper()} {self.price_cents / 100:.2f}" if self.price_cents else "Free"
+        """``USD 20.00`` (``USD 20,00`` in German), or ``Free``, in the active language."""
+        if not self.price_cents:
+            return gettext("Free")
+        return f"{self.currency.upper()} {number_format(self.price_cents / 100, decimal_pos=2)}"
 
     @property
     def window_words(self) -> str:

@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import stripe
 from django.conf import settings
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.billing.models import Plan, Subscription
 from accounts.models import User
@@ -23,7 +25,7 @@ logger = logging.getLogger(__name__)
 USER_ID_KEY = "djinn_user_id"  # in the metadata of checkout sessions and subscriptions
 NETWORK_RETRIES = 2
 STRIPE_PAGES = ("https://checkout.stripe.com", "https://billing.stripe.com")
-UNREACHABLE = "Stripe could not be reached or refused the request. Please try again in a moment."
+UNREACHABLE = gettext_lazy("Stripe could not be reached or refused the request. Please try again in a moment.")
 
 
 class PaymentsError(Exception):
@@ -49,14 +51,14 @@ def page_origins() -> list[str]:
 def checkout_start(*, user: User, plan: Plan, success_url: str, cancel_url: str) -> str:
     """A Stripe Checkout session subscribing ``user`` to ``plan``; the URL to send the browser to."""
     if not configured():
-        raise PaymentsError("Payments are not set up on this server.")
+        raise PaymentsError(_("Payments are not set up on this server."))
     current = Subscription.objects.filter(user=user).first()
     if current is not None and current.grants_plan and current.comped:
-        raise PaymentsError("Your plan was given by your administrator: ask them to change it.")
+        raise PaymentsError(_("Your plan was given by your administrator: ask them to change it."))
     if paying(current):
-        raise PaymentsError("You already have a subscription: change it with Manage subscription.")
+        raise PaymentsError(_("You already have a subscription: change it with Manage subscription."))
     if not plan.is_public or not plan.stripe_price_id:
-        raise PaymentsError(f"The {plan.name} plan cannot be bought here. Ask your administrator.")
+        raise PaymentsError(_("The %(plan)s plan cannot be bought here. Ask your administrator.") % {"plan": plan.name})
     customer = _customer_id(user)
     params: dict[str, Any] = {
         "mode": "subscription",
@@ -79,10 +81,10 @@ def portal_start(*, user: User, return_url: str) -> str:
     """A customer-portal session (change plan, cancel, payment method, invoices); the URL to send the browser
     to. PaymentsError when the user has never paid through Stripe."""
     if not configured():
-        raise PaymentsError("Payments are not set up on this server.")
+        raise PaymentsError(_("Payments are not set up on this server."))
     customer = _customer_id(user)
     if not customer:
-        raise PaymentsError("You have no paid subscription to manage yet.")
+        raise PaymentsError(_("You have no paid subscription to manage yet."))
     params = {"customer": customer, "return_url": return_url}
     session = _call("billing_portal.sessions.create", lambda client: client.v1.billing_portal.sessions.create(params))
     return str(session.url)
@@ -148,6 +150,4 @@ def _call(what: str, call: Any) -> Any:
         return call(_client())
     except stripe.StripeError as exc:
         logger.error("Stripe %s failed: %s", what, exc, extra={"stripe_request_id": getattr(exc, "request_id", None)})
-        raise PaymentsError(
-            "Stripe could not be reached or refused the request. Please try again in a moment."
-        ) from exc
+        raise PaymentsError(str(UNREACHABLE)) from exc

@@ -34,6 +34,9 @@ import redis
 from django.core.cache import cache
 from django.db.models import Q, Sum
 from django.db.models.functions import Coalesce
+from django.utils.formats import number_format
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django_redis import get_redis_connection
 from django_redis.exceptions import ConnectionInterrupted
 
@@ -459,49 +462,51 @@ def _end(user_id: int, generation_id: str, used: int) -> None:
 
 
 def _refusal(kind: str, limits: Limits, retry_after_s: int, *, tokens: int) -> LimitReached:
+    """The refusal, worded in the active language (the page's or the request's)."""
     plan = limits.plan
     if kind == "tokens_month":
-        return LimitReached(
-            kind,
-            f"You have used this month's {limits.tokens_month:,} tokens of the {plan} plan. Upgrade for more, or "
-            "wait for next month.",
-            _seconds_to_next_month(),
-            quota=True,
-        )
+        message = _(
+            "You have used this month's %(tokens)s tokens of the %(plan)s plan. Upgrade for more, or wait for next "
+            "month."
+        ) % {"tokens": number_format(limits.tokens_month or 0, force_grouping=True), "plan": plan}
+        return LimitReached(kind, message, _seconds_to_next_month(), quota=True)
     if kind == "concurrent":
-        return LimitReached(
-            kind,
-            f"The {plan} plan writes {limits.concurrent} replies at once: wait for one to finish, or stop it.",
-            retry_after_s,
-        )
+        message = ngettext(
+            "The %(plan)s plan writes %(count)d reply at once: wait for it to finish, or stop it.",
+            "The %(plan)s plan writes %(count)d replies at once: wait for one to finish, or stop it.",
+            limits.concurrent or 0,
+        ) % {"plan": plan, "count": limits.concurrent or 0}
+        return LimitReached(kind, message, retry_after_s)
     if kind == "messages":
-        return LimitReached(
-            kind,
-            f"You have sent the {plan} plan's {limits.messages} message{'' if limits.messages == 1 else 's'} for "
-            f"{duration_words(limits.window_s)}. "
-            f"You can send again in {duration_words(retry_after_s)}, or upgrade for more.",
-            retry_after_s,
-        )
+        message = ngettext(
+            "You have sent the %(plan)s plan's %(count)d message for %(window)s. You can send again in %(wait)s, "
+            "or upgrade for more.",
+            "You have sent the %(plan)s plan's %(count)d messages for %(window)s. You can send again in %(wait)s, "
+            "or upgrade for more.",
+            limits.messages or 0,
+        ) % {
+            "plan": plan,
+            "count": limits.messages or 0,
+            "window": duration_words(limits.window_s),
+            "wait": duration_words(retry_after_s),
+        }
+        return LimitReached(kind, message, retry_after_s)
     if kind == "requests":
-        return LimitReached(
-            kind,
-            f"Rate limit reached: {limits.requests_per_minute} requests per minute on the {plan} plan. Please try "
-            f"again in {retry_after_s}s.",
-            retry_after_s,
-        )
+        message = _(
+            "Rate limit reached: %(limit)d requests per minute on the %(plan)s plan. Please try again in %(wait)ds."
+        ) % {"limit": limits.requests_per_minute or 0, "plan": plan, "wait": retry_after_s}
+        return LimitReached(kind, message, retry_after_s)
     if kind == "tokens_too_large":
-        return LimitReached(
-            kind,
-            f"Request too large: it may use {tokens} tokens and the {plan} plan allows "
-            f"{limits.tokens_per_minute} tokens per minute. Lower max_tokens or shorten the messages.",
-            60,
-        )
-    return LimitReached(
-        kind,
-        f"Rate limit reached: {limits.tokens_per_minute} tokens per minute on the {plan} plan (this request may "
-        f"use {tokens}). Please try again in {retry_after_s}s.",
-        retry_after_s,
-    )
+        message = _(
+            "Request too large: it may use %(tokens)d tokens and the %(plan)s plan allows %(limit)d tokens per "
+            "minute. Lower max_tokens or shorten the messages."
+        ) % {"tokens": tokens, "plan": plan, "limit": limits.tokens_per_minute or 0}
+        return LimitReached(kind, message, 60)
+    message = _(
+        "Rate limit reached: %(limit)d tokens per minute on the %(plan)s plan (this request may use %(tokens)d). "
+        "Please try again in %(wait)ds."
+    ) % {"limit": limits.tokens_per_minute or 0, "plan": plan, "tokens": tokens, "wait": retry_after_s}
+    return LimitReached(kind, message, retry_after_s)
 
 
 def _month_seed(user_id: int, key: str) -> None:
@@ -541,13 +546,16 @@ def _seconds_to_next_month() -> int:
 
 
 def duration_words(seconds: int) -> str:
+    """``seconds`` in words of the active language: "45 seconds", "60 minutes", "2 h 05 min", "3 hours"."""
     if seconds < 90:
-        return f"{seconds} second{'' if seconds == 1 else 's'}"
+        return ngettext("%(count)d second", "%(count)d seconds", seconds) % {"count": seconds}
     minutes = math.ceil(seconds / 60)
     if minutes < 90:
-        return f"{minutes} minutes"
+        return ngettext("%(count)d minute", "%(count)d minutes", minutes) % {"count": minutes}
     hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if minutes else f"{hours} hours"
+    if minutes:
+        return _("%(hours)d h %(minutes)02d min") % {"hours": hours, "minutes": minutes}
+    return ngettext("%(count)d hour", "%(count)d hours", hours) % {"count": hours}
 
 
 _scripts: dict[tuple[int, str], Any] = {}

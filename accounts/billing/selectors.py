@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from django.db.models import Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.billing import quotas
 from accounts.billing.models import Plan, Subscription
@@ -63,10 +64,10 @@ def billing_overview(*, user: User) -> Overview:
     use = quotas.use_now(user_id=user.pk, limits=limits)
     window = quotas.duration_words(limits.window_s)
     meters = [
-        Meter(f"Messages in {window}", use.messages, limits.messages, "a rolling window"),
-        Meter("Tokens this month", use.tokens_month, limits.tokens_month, "prompt and reply, from the 1st (UTC)"),
-        Meter("API requests this minute", use.requests_minute, limits.requests_per_minute),
-        Meter("Replies being written", use.live, limits.concurrent),
+        Meter(_("Messages in %(window)s") % {"window": window}, use.messages, limits.messages, _("a rolling window")),
+        Meter(_("Tokens this month"), use.tokens_month, limits.tokens_month, _("prompt and reply, from the 1st (UTC)")),
+        Meter(_("API requests this minute"), use.requests_minute, limits.requests_per_minute),
+        Meter(_("Replies being written"), use.live, limits.concurrent),
     ]
     return Overview(
         plan=plan,

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
@@ -28,7 +29,7 @@ def settings_billing(request: HttpRequest) -> HttpResponse:
 def _billing_page(request: HttpRequest) -> HttpResponse:
     overview = billing_overview(user=request.user)
     if request.GET.get("checkout") == "done":
-        messages.success(request, "Thank you! Your plan changes as soon as Stripe confirms the payment.")
+        messages.success(request, _("Thank you! Your plan changes as soon as Stripe confirms the payment."))
     context = {
         "section": "billing",
         "payments": payments.configured(),
@@ -36,7 +37,10 @@ def _billing_page(request: HttpRequest) -> HttpResponse:
         "overview": overview,
         "chart": stacked_bars(
             [day.day for day in overview.days],
-            [Series("Chat", [day.chat for day in overview.days]), Series("API", [day.api for day in overview.days])],
+            [
+                Series(_("Chat"), [day.chat for day in overview.days]),
+                Series(_("API"), [day.api for day in overview.days]),
+            ],
         ),
     }
     return render(request, "accounts/settings/billing.html", context)
@@ -49,7 +53,7 @@ def billing_checkout(request: HttpRequest) -> HttpResponse:
     plan = Plan.objects.filter(slug=request.POST.get("plan", ""), is_public=True).first()
     page = request.build_absolute_uri(reverse("accounts:settings_billing"))
     if plan is None:
-        messages.error(request, "That plan is not on offer.")
+        messages.error(request, _("That plan is not on offer."))
         return redirect("accounts:settings_billing")
     try:
         url = payments.checkout_start(

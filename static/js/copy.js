@@ -1,5 +1,6 @@
 // Copy buttons: <button data-copy="ID"> copies the text of the element with that id.
-// Without JavaScript (or clipboard access) the text stays selectable by hand.
+// Without JavaScript (or clipboard access) the text stays selectable by hand. gettext() comes from the
+// translation catalog that base.html loads before every other script.
 (() => {
   document.addEventListener("DOMContentLoaded", () => {
     for (const button of document.querySelectorAll("[data-copy]")) {
@@ -10,9 +11,9 @@
         const label = button.textContent;
         try {
           await navigator.clipboard.writeText(source.textContent || "");
-          button.textContent = "Copied";
+          button.textContent = gettext("Copied");
         } catch {
-          button.textContent = "Select and copy by hand";
+          button.textContent = gettext("Select and copy by hand");
         }
         setTimeout(() => (button.textContent = label), 2000);
       });
