@@ -11,7 +11,7 @@ with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
 
     message.send {conversation, parent, content, model, system_prompt, params, project}  -> turn.created, then
     message.regenerate {message} / message.edit {message, content}                  conversation.branch,
-                                                                                    then the reply's events
+    / message.continue {message} (a reply cut at its length limit: written on)      then the reply's events
     generation.watch {id, after} -> the events with seq > after;  generation.cancel {id}
     conversation.rename {conversation, title} / .pin {conversation, pinned} / .archive {conversation,
         archived} / .set_system_prompt {conversation, system_prompt} / .set_params {conversation, params:
@@ -217,6 +217,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.start_turn(
             services.message_regenerate, content, user=self.user, message_id=_uuid(content, "message")
         )
+
+    async def message_continue(self, content: dict[str, Any]) -> None:
+        await self.start_turn(services.message_continue, content, user=self.user, message_id=_uuid(content, "message"))
 
     async def message_edit(self, content: dict[str, Any]) -> None:
         await self.start_turn(
@@ -520,6 +523,7 @@ HANDLERS: dict[str, Handler] = {
     "message.send": ChatConsumer.message_send,
     "message.regenerate": ChatConsumer.message_regenerate,
     "message.edit": ChatConsumer.message_edit,
+    "message.continue": ChatConsumer.message_continue,
     "message.feedback": ChatConsumer.message_feedback,
     "generation.watch": ChatConsumer.generation_watch,
     "generation.cancel": ChatConsumer.generation_cancel,

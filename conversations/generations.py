@@ -454,7 +454,8 @@ class ReplyGeneration(Generation):
             return prompts.chat_messages(owner=conversation.owner, conversation=conversation, path=path)
 
         chat = _db(read, "Reading the conversation")
-        prompt_ids = engine.tokenizer.encode_chat(chat)
+        # A reply whose parent is a reply continues it: the model writes on from its text.
+        prompt_ids = engine.tokenizer.encode_chat(chat, continue_final_message=prompts.continues_reply(chat))
         context = runtime.context_length(model)
         prompts.ensure_room(len(prompt_ids), context, model)
         return prompt_ids, prompts.sampling_params(self.message.params, max_tokens_limit=context - len(prompt_ids))

@@ -30,22 +30,33 @@ def chat_messages(*, owner: User, conversation: Conversation, path: Iterable[Mes
     parts = (conversation.system_prompt.strip(), project, owner.custom_instructions.strip())
     system = "\n\n".join(part for part in parts if part)
     messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": message.role, "content": message.content} for message in path]
+    for message in path:
+        if message.role == Message.Role.ASSISTANT and messages and messages[-1]["role"] == Message.Role.ASSISTANT:
+            # A reply continued ("continue generating") is one reply to the model: its parts joined.
+            messages[-1] = {"role": message.role, "content": messages[-1]["content"] + message.content}
+        else:
+            messages.append({"role": message.role, "content": message.content})
+    return messages
+
+
+def continues_reply(messages: list[dict[str, str]]) -> bool:
+    """Whether the chat ends in a reply to write on ("continue generating") rather than a question."""
+    return bool(messages) and messages[-1]["role"] == Message.Role.ASSISTANT
 
 
 def check_fits(messages: list[dict[str, str]], model: LLMModel) -> int:
     """Prompt tokens of ``messages`` for ``model``; raises ContextTooLong when they leave no room for a reply,
     InvalidInput when the model's chat template cannot render them."""
-    prompt_tokens = count_tokens(messages, model)
+    prompt_tokens = count_tokens(messages, model, continue_final_message=continues_reply(messages))
     ensure_room(prompt_tokens, runtime.context_length(model), model)
     return prompt_tokens
 
 
-def count_tokens(messages: list[dict[str, str]], model: LLMModel) -> int:
+def count_tokens(messages: list[dict[str, str]], model: LLMModel, *, continue_final_message: bool = False) -> int:
     """Prompt tokens of ``messages`` rendered with ``model``'s chat template. Raises InvalidInput when the
     template refuses them or does not finish (a broken or hostile template in the model's files)."""
     try:
-        return runtime.count_chat_tokens(messages, model)
+        return runtime.count_chat_tokens(messages, model, continue_final_message=continue_final_message)
     except InvalidRequestError as exc:
         raise InvalidInput(str(exc)) from exc
 

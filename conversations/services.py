@@ -133,6 +133,33 @@ def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
     return Turn(conversation, question, reply)
 
 
+def message_continue(*, user: User, message_id: UUID | str) -> Turn:
+    """Write on where the reply ``message_id`` stopped at its length limit ("continue generating"): a reply to
+    it, with its parameters, shown from now on, that the page shows as the same reply and the model reads as
+    one (prompts.chat_messages joins them). The Turn's ``user_message`` is the reply continued.
+    Raises NotFound, InvalidInput (not a finished reply cut at its limit), ContextTooLong, LimitReached."""
+    _check_can_chat(user)
+    release_connection()  # the limits and the reservation take trips to Redis
+    plan = limits.limits_of(user.pk)
+    with limits.reserving(user_id=user.pk, limits=plan) as reservation, transaction.atomic():
+        original = _locked_message(user, message_id)
+        conversation = original.conversation
+        if original.role != Message.Role.ASSISTANT or original.status != Message.Status.COMPLETED:
+            raise InvalidInput("Only a finished reply can be continued.")
+        if original.finish_reason != "length":
+            raise InvalidInput("This reply is complete: only a reply cut at its length limit can be continued.")
+        llm = _model(conversation.model)
+        limits.check_model(plan, llm)
+        path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=original.pk)
+        prompt_tokens = prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=path), llm)
+        conversation.updated_at = timezone.now()
+        conversation.save(update_fields=["updated_at"])
+        reply = _reply(conversation, parent=original, model=llm, params=original.params)
+        _reserve(reservation, reply, prompt_tokens, llm)
+        _queue_reply(conversation, reply)
+    return Turn(conversation, original, reply)
+
+
 def message_edit(*, user: User, message_id: UUID | str, content: str) -> Turn:
     """A new user message beside ``message_id`` with ``content``, and a queued reply to it: a new branch,
     shown from now on. Raises NotFound, InvalidInput, ContextTooLong, LimitReached."""

@@ -136,9 +136,12 @@ def warm_up_in_background() -> threading.Thread:
     return thread
 
 
-def count_chat_tokens(messages: Sequence[Mapping[str, Any]], model: LLMModel | None = None) -> int:
-    """Prompt tokens of ``messages`` rendered with the model's chat template (generation prompt included)."""
-    return len(get_tokenizer(model).encode_chat(messages))
+def count_chat_tokens(
+    messages: Sequence[Mapping[str, Any]], model: LLMModel | None = None, *, continue_final_message: bool = False
+) -> int:
+    """Prompt tokens of ``messages`` rendered with the model's chat template (generation prompt included;
+    ``continue_final_message``: the last one is a reply to write on, see Tokenizer.encode_chat)."""
+    return len(get_tokenizer(model).encode_chat(messages, continue_final_message=continue_final_message))
 
 
 def engine_stats() -> dict[str, dict[str, Any]]:

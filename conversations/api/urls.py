@@ -12,6 +12,7 @@ urlpatterns = [
     path("conversations/<str:conversation_id>", views.ConversationDetailApi.as_view(), name="api_conversation"),
     path("conversations/<str:conversation_id>/messages", views.MessageSendApi.as_view(), name="api_message_send"),
     path("messages/<str:message_id>/regenerate", views.MessageRegenerateApi.as_view(), name="api_message_regenerate"),
+    path("messages/<str:message_id>/continue", views.MessageContinueApi.as_view(), name="api_message_continue"),
     path("messages/<str:message_id>/edit", views.MessageEditApi.as_view(), name="api_message_edit"),
     path(
         "messages/<str:message_id>/switch-branch",

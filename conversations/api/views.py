@@ -292,6 +292,24 @@ class MessageRegenerateApi(DjinnApi):
         return Response(_turn(turn), status=status.HTTP_201_CREATED)
 
 
+class MessageContinueApi(DjinnApi):
+    """More of a reply that stopped at its length limit."""
+
+    @extend_schema(
+        operation_id="messages_continue",
+        tags=["Messages"],
+        description="Write on where this reply stopped at its length limit (`finish_reason` `length`): a reply to "
+        "it, with its parameters, that continues its text (the model reads the two as one reply). "
+        "`user_message` in the answer is the reply continued.",
+        parameters=[MESSAGE_ID],
+        request=None,
+        responses=TURN_RESPONSES,
+    )
+    def post(self, request: Request, message_id: str) -> Response:
+        turn = services.message_continue(user=request.user, message_id=message_id)
+        return Response(_turn(turn), status=status.HTTP_201_CREATED)
+
+
 class MessageEditApi(DjinnApi):
     """An edited question, as a new branch."""
 

@@ -68,8 +68,20 @@ class Tokenizer:
     def apply_chat_template(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
         return self.chat_template.render(messages, add_generation_prompt=add_generation_prompt)
 
-    def encode_chat(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        add_generation_prompt: bool = True,
+        *,
+        continue_final_message: bool = False,
+    ) -> list[int]:
+        """``continue_final_message``: the last message is an assistant reply cut short, to be written on: the
+        chat before it with the generation prompt, then its text, left open (no end-of-turn), as HF's option
+        of that name does."""
         # The template writes BOS itself where the model wants one, so nothing more is added (as in HF).
+        if continue_final_message:
+            *history, last = messages
+            return self.encode(self.apply_chat_template(history, add_generation_prompt=True) + str(last["content"]))
         return self.encode(self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt))
 
 

@@ -6,6 +6,7 @@ see the rows the test wrote."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
 from datetime import timedelta
@@ -21,10 +22,11 @@ from config.celery import app
 from conversations import generations, prompts, services, titles
 from conversations.models import Conversation, Message
 from conversations.tasks import generate_reply, generate_title, sweep_stale_generations
-from inference import pump, streams
+from inference import pump, runtime, streams
+from inference.engine.paths import resolve_model_path
 from inference.models import LLMModel
 from inference.redis import get_redis
-from tests.conversations.factories import ConversationFactory, add_exchange, queued_turn
+from tests.conversations.factories import ConversationFactory, LLMModelFactory, add_exchange, queued_turn
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.usefixtures("llm_model"), pytest.mark.django_db(transaction=True)]
@@ -433,3 +435,77 @@ def test_a_queued_reply_whose_task_never_reached_the_broker_is_listed_to_be_sent
     get_redis().set(generations.enqueued_key(sent.pk), "1", ex=60)  # its task is in the queue
 
     assert generations.replies_to_requeue() == [lost.pk]
+
+
+def test_a_reply_cut_at_its_length_limit_is_continued_where_it_stopped(user, monkeypatch):
+    monkeypatch.setattr(services, "reply_enqueue", lambda message_id: True)
+    first = queued_reply(user, content="Tell me a story", params={"temperature": 0, "max_tokens": 10})
+    generations.reply_generate(first.pk)
+    first.refresh_from_db()
+    assert first.finish_reason == "length"
+
+    turn = services.message_continue(user=user, message_id=first.pk)
+    continuation = turn.assistant_message
+    assert continuation.parent_id == first.pk and continuation.params == first.params
+    generations.reply_generate(continuation.pk)
+
+    continuation.refresh_from_db()
+    conversation = Conversation.objects.get(pk=first.conversation_id)
+    assert conversation.current_leaf_id == continuation.pk
+    assert continuation.status == Message.Status.COMPLETED and continuation.content
+    # The model read the first part back as the start of its own reply, left open: no new turn after it.
+    chat = prompts.chat_messages(owner=user, conversation=conversation, path=[first.parent])
+    tokenizer = runtime.get_tokenizer(LLMModel.objects.get(name=first.model))
+    open_reply = tokenizer.apply_chat_template(chat, add_generation_prompt=True) + first.content
+    assert continuation.prompt_tokens == len(tokenizer.encode(open_reply))
+    # And the two parts are one reply to it from now on.
+    chat = prompts.chat_messages(owner=user, conversation=conversation, path=[first.parent, first, continuation])
+    assert chat[-1] == {"role": "assistant", "content": first.content + continuation.content}
+
+
+@pytest.mark.slow
+def test_with_the_default_model_a_continued_reply_reads_as_one_reply_written_at_once(user, monkeypatch):
+    # Greedy decoding: SmolLM2's reply of 12 tokens, continued, goes on as its reply of 24 tokens does (the same
+    # next words: the model wrote on instead of starting a new reply). Not necessarily to the end: a prefill and a
+    # decode step round differently, which may tip a near tie a few tokens later.
+    monkeypatch.setattr(services, "reply_enqueue", lambda message_id: True)
+    smollm2 = LLMModelFactory(name="smollm2-gguf", source=str(resolve_model_path(None)), is_default=False)
+    replies = {}
+    for max_tokens in (24, 12):
+        reply = queued_reply(user, content="Describe the sea.", params={"temperature": 0, "max_tokens": max_tokens})
+        Message.objects.filter(pk=reply.pk).update(model=smollm2.name)
+        Conversation.objects.filter(pk=reply.conversation_id).update(model=smollm2.name)
+        generations.reply_generate(reply.pk)
+        replies[max_tokens] = Message.objects.get(pk=reply.pk)
+    assert replies[12].finish_reason == "length"
+
+    continuation = services.message_continue(user=user, message_id=replies[12].pk).assistant_message
+    generations.reply_generate(continuation.pk)
+
+    continuation.refresh_from_db()
+    first, whole = replies[12].content, replies[24].content
+    assert whole.startswith(first)
+    same = os.path.commonprefix([first + continuation.content, whole])
+    assert len(same) >= len(first) + 3, (first, continuation.content, whole)
+    assert continuation.prompt_tokens == replies[12].prompt_tokens + 12  # the text read back as it was written
+
+
+def test_only_a_finished_reply_cut_at_its_limit_can_be_continued(user, monkeypatch):
+    monkeypatch.setattr(services, "reply_enqueue", lambda message_id: True)
+    conversation = ConversationFactory(owner=user)
+    question, complete = add_exchange(conversation, question="Hi", answer="Hello!")
+    Message.objects.filter(pk=complete.pk).update(finish_reason="stop")
+    _q, queued = add_exchange(conversation, parent=complete, question="More", status=Message.Status.QUEUED)
+    stranger = UserFactory()
+
+    for message, error in [
+        (question, "Only a finished reply"),
+        (complete, "only a reply cut at its length limit"),
+        (queued, "Only a finished reply"),
+    ]:
+        with pytest.raises(services.InvalidInput, match=error):
+            services.message_continue(user=user, message_id=message.pk)
+    Message.objects.filter(pk=complete.pk).update(finish_reason="length")
+    with pytest.raises(services.NotFound):
+        services.message_continue(user=stranger, message_id=complete.pk)
+    assert Message.objects.filter(conversation=conversation).count() == 4

@@ -598,6 +598,9 @@ function onThreadClick(event) {
     case "regenerate":
       sendTurnCommand({ type: "message.regenerate", message: id });
       break;
+    case "continue":
+      sendTurnCommand({ type: "message.continue", message: id });
+      break;
     case "feedback": {
       // A second press on the same thumb takes the rating back.
       const rating = Number(button.dataset.rating);

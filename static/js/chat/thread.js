@@ -65,7 +65,9 @@ export class Thread {
   render(entries) {
     this.entries = entries;
     this.views.clear();
-    const articles = entries.map((entry, index) => this.#article(entry, index === entries.length - 1));
+    const articles = entries.map((entry, index) =>
+      this.#article(entry, index === entries.length - 1, entries[index - 1]?.role === "assistant"),
+    );
     this.list.replaceChildren(...articles);
     this.list.closest("[data-chat-main]")?.classList.toggle("is-empty", entries.length === 0);
     this.setBusy(this.busy);
@@ -170,7 +172,7 @@ export class Thread {
     this.busy = busy;
     for (const button of this.list.querySelectorAll("[data-action]")) {
       const action = /** @type {HTMLElement} */ (button).dataset.action ?? "";
-      if (["regenerate", "edit", "branch-prev", "branch-next"].includes(action)) {
+      if (["regenerate", "edit", "branch-prev", "branch-next", "continue"].includes(action)) {
         /** @type {HTMLButtonElement} */ (button).disabled = busy || button.hasAttribute("data-disabled");
       }
     }
@@ -196,10 +198,12 @@ export class Thread {
   /**
    * @param {BranchEntry} message
    * @param {boolean} isLast
+   * @param {boolean} [continues]   a reply that continues the one before it: shown as part of it
    */
-  #article(message, isLast) {
+  #article(message, isLast, continues = false) {
     const article = document.createElement("article");
     article.className = `message message-${message.role}`;
+    if (continues) article.classList.add("message-continuation");
     article.dataset.messageId = message.id;
     const streaming = message.status === "queued" || message.status === "running";
     if (message.role === "assistant") {
@@ -217,7 +221,7 @@ export class Thread {
     main.className = "message-main";
     const heading = document.createElement("h2");
     heading.className = "visually-hidden";
-    heading.textContent = message.role === "user" ? "You said:" : "Djinn said:";
+    heading.textContent = message.role === "user" ? "You said:" : continues ? "Djinn went on:" : "Djinn said:";
     const body = document.createElement("div");
     body.className = message.role === "assistant" ? "message-body markdown" : "message-body";
     const note = document.createElement("p");
@@ -306,6 +310,12 @@ export class Thread {
     view.details.append(meta);
   }
 
+  /** Whether the reply `id` goes on in the next message of the branch ("continue generating"). @param {string} id */
+  #continued(id) {
+    const index = this.entries.findIndex((entry) => entry.id === id);
+    return index >= 0 && this.entries[index + 1]?.role === "assistant";
+  }
+
   /** @param {MessageView} view */
   #renderBody(view) {
     const { message } = view;
@@ -335,8 +345,18 @@ export class Thread {
     } else if (message.status === "failed") {
       view.note.classList.add("is-error");
       view.note.textContent = message.error || "The reply could not be generated.";
-    } else if (message.finish_reason === "length") {
+    } else if (message.finish_reason === "length" && !this.#continued(message.id)) {
       view.note.textContent = "The reply reached its length limit.";
+      if (this.entries.at(-1)?.id === message.id) {
+        // Only the end of the branch goes on: the page shows what follows it as the same reply.
+        const more = document.createElement("button");
+        more.type = "button";
+        more.className = "button button-secondary button-small continue-button";
+        more.dataset.action = "continue";
+        more.textContent = "Continue generating";
+        more.disabled = this.busy;
+        view.note.append(" ", more);
+      }
     }
   }
 }
