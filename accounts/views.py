@@ -115,6 +115,7 @@ def log_out(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return render(request, "accounts/logout.html")
     logout(request)
+    _activate_browser_language(request)  # the next page is a visitor's: the message is in its language
     messages.info(request, _("You are logged out."))
     return redirect(settings.LOGOUT_REDIRECT_URL)
 
@@ -171,8 +172,10 @@ def settings_profile(request: HttpRequest) -> HttpResponse:
     form = forms.ProfileForm(_posted(request), initial=initial)
     if request.method == "POST" and form.is_valid():
         services.user_profile_update(user=user, **form.cleaned_data)
-        # Said in the language just chosen, as the next page will be.
-        translation.activate(user.language or translation.get_language_from_request(request))
+        if user.language:
+            translation.activate(user.language)  # said in the language just chosen, as the next page will be
+        else:
+            _activate_browser_language(request)
         messages.success(request, _("Profile saved."))
         return redirect("accounts:settings_profile")
     return render(request, "accounts/settings/profile.html", {"form": form, "section": "profile"})
@@ -230,6 +233,7 @@ def settings_delete(request: HttpRequest) -> HttpResponse:
         user = request.user
         logout(request)
         services.user_delete(user=user)
+        _activate_browser_language(request)
         messages.info(request, _("Your account and everything in it have been deleted."))
         return redirect("home")
     return render(request, "accounts/settings/delete.html", {"form": form, "section": "delete"})
@@ -347,6 +351,11 @@ def _posted(request: HttpRequest) -> QueryDict | None:
 
 def _base_url(request: HttpRequest) -> str:
     return request.build_absolute_uri("/")
+
+
+def _activate_browser_language(request: HttpRequest) -> None:
+    """Speak the rest of this request in the browser's language (Accept-Language), as LocaleMiddleware chose it."""
+    translation.activate(translation.get_language_from_request(request))
 
 
 def _link_failed(request: HttpRequest, kind: str, *, expired: bool, taken: bool = False) -> HttpResponse:

@@ -166,6 +166,15 @@ def test_choosing_the_browsers_language_again_gives_the_browser_the_say(client, 
     assert html_lang(client.get(reverse("accounts:settings_profile"), headers={"accept-language": "de"})) == "de"
 
 
+def test_after_logging_out_the_pages_and_the_goodbye_are_in_the_browsers_language(client, german_user):
+    client.force_login(german_user)
+
+    response = client.post(reverse("accounts:logout"), headers={"accept-language": "en"}, follow=True)
+
+    assert html_lang(response) == "en"
+    assert "You are logged out." in text_of(response)
+
+
 def test_a_language_that_is_not_offered_is_refused(client, user):
     client.force_login(user)
 
