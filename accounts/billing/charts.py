@@ -42,13 +42,13 @@ def stacked_bars(days: list[date], series: list[Series], *, unit: str = gettext_
             )
         parts = ", ".join(
             f"{s.name} {number_format(s.values[index], force_grouping=True)}" for s in series if s.values[index]
-        )
+        ) or _("none")
         bars.append(
             {
                 "x": round(index * step + GAP / 2, 1),
                 "width": round(max(step - GAP, 1), 1),
                 "segments": segments,
-                "title": f"{date_format(day, 'j M')}: {parts or _('none')}",
+                "title": f"{date_format(day, 'MONTH_DAY_FORMAT')}: {parts}",
             }
         )
     legend = [
