@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -32,7 +33,7 @@ PACKAGES = ["accounts", "conversations"]
 def catalog_version() -> str:
     """A fingerprint of the JavaScript catalogs in LOCALE_PATHS: it changes when a translation does."""
     digest = hashlib.sha256()
-    for directory in settings.LOCALE_PATHS:
+    for directory in map(Path, settings.LOCALE_PATHS):
         for path in sorted(directory.glob("*/LC_MESSAGES/djangojs.mo")):
             digest.update(str(path.relative_to(directory)).encode())
             digest.update(path.read_bytes())
