@@ -9,7 +9,8 @@ own tasks, never the worker that writes the stream nor other clients.
 Frames (DESIGN.md, "A chat message, end to end", has the flow). Browser -> server, each a JSON object
 with a ``type``; ``client_id`` (optional) comes back on the answer or the error:
 
-    message.send {conversation, parent, content, model, system_prompt, params, project}  -> turn.created, then
+    message.send {conversation, parent, content, model, system_prompt, params, project, documents: [id]}
+                                                                                 -> turn.created, then
     message.regenerate {message} / message.edit {message, content}                  conversation.branch,
     / message.continue {message} (a reply cut at its length limit: written on)      then the reply's events
     generation.watch {id, after} -> the events with seq > after;  generation.cancel {id}
@@ -205,6 +206,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 params=params,
                 expect_leaf=parent_id is not None,  # the page sends the end of the branch it shows
                 project_id=_uuid(content, "project", required=False),
+                document_ids=content.get("documents"),
             )
         except Stale as exc:
             # Another tab added a turn this one missed: say so, then show the branch as it is now.

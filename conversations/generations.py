@@ -451,7 +451,9 @@ class ReplyGeneration(Generation):
 
         def read() -> list[dict[str, str]]:
             path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=self.message.parent_id)
-            return prompts.chat_messages(owner=conversation.owner, conversation=conversation, path=path)
+            return prompts.chat_messages(
+                owner=conversation.owner, conversation=conversation, path=path, sources=self.message.sources
+            )
 
         chat = _db(read, "Reading the conversation")
         # A reply whose parent is a reply continues it: the model writes on from its text.

@@ -11,7 +11,7 @@ import uuid
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
-from django.contrib.postgres.search import SearchVector
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.utils import timezone
 
@@ -116,6 +116,14 @@ class Message(models.Model):
         blank=True,
         choices=[(1, "Good reply"), (-1, "Bad reply")],
         help_text="The user's thumbs up (1) or down (-1) on a reply.",
+    )
+    attachments = models.JSONField(
+        default=list, blank=True, help_text="A user message's documents: [{id, name, size_bytes}]."
+    )
+    sources = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="A reply's passages of the chat's documents put in its prompt: [{document, name, part, page, text}].",
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -240,3 +248,53 @@ class DataExport(models.Model):
 
     def __str__(self) -> str:
         return f"Export {self.pk} of user {self.owner_id} ({self.status})"
+
+
+class Document(models.Model):
+    """A file attached to a chat: its text, extracted on upload and split into passages (DocumentPassage) that
+    replies draw on. Uploaded before the message that carries it is sent (``conversation`` and ``message`` empty
+    until then); a document never sent is deleted after a day (documents.documents_forget_unsent)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="documents")
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="documents"
+    )
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="documents")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, help_text="text, markdown, code or pdf")
+    size_bytes = models.PositiveIntegerField()
+    characters = models.PositiveIntegerField(help_text="Length of the extracted text.")
+    search_config = models.CharField(
+        max_length=32, default="english", help_text="PostgreSQL text search configuration of its passages."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="document_conversation_idx"),
+            models.Index(fields=["owner", "created_at"], name="document_owner_idx", condition=models.Q(message=None)),
+        ]
+
+    def __str__(self) -> str:
+        return f"Document {str(self.pk)[:8]}"
+
+
+class DocumentPassage(models.Model):
+    """One passage of a document's text (about a paragraph or a few), ranked against a question by PostgreSQL's
+    full-text search over ``search`` (filled on insert with the document's search_config)."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="passages")
+    part = models.PositiveIntegerField(help_text="1-based position in the document.")
+    page = models.PositiveIntegerField(null=True, blank=True, help_text="The PDF page it starts on.")
+    text = models.TextField()
+    search = SearchVectorField(null=True)
+
+    class Meta:
+        ordering = ["document", "part"]
+        constraints = [models.UniqueConstraint(fields=["document", "part"], name="passage_document_part")]
+        indexes = [GinIndex(fields=["search"], name="passage_search_idx")]
+
+    def __str__(self) -> str:
+        return f"Passage {self.part} of {self.document_id}"

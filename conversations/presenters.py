@@ -32,6 +32,11 @@ def message_to_dict(message: Message) -> dict[str, Any]:
         "ttft_ms": message.ttft_ms,
         "duration_ms": message.duration_ms,
         "feedback": message.feedback,
+        "attachments": message.attachments or [],
+        "sources": [
+            {key: source.get(key) for key in ("document", "name", "part", "page", "text")}
+            for source in message.sources or []
+        ],
         "created_at": _time(message.created_at),
     }
 

@@ -22,12 +22,14 @@ MIN_REPLY_TOKENS = 16
 REQUEST_PARAM_KEYS = (*PARAM_KEYS, "seed", "stop")
 
 
-def chat_messages(*, owner: User, conversation: Conversation, path: Iterable[Message]) -> list[dict[str, str]]:
+def chat_messages(
+    *, owner: User, conversation: Conversation, path: Iterable[Message], sources: list[dict[str, Any]] | None = None
+) -> list[dict[str, str]]:
     """The chat for the model: one system message (the conversation's system prompt, its project's
-    instructions, then the owner's custom instructions; none when all are empty, so the model's template may
-    add its own), then the branch."""
+    instructions, the owner's custom instructions, then the reply's ``sources``: passages of the chat's
+    documents; none when all are empty, so the model's template may add its own), then the branch."""
     project = conversation.project.instructions.strip() if conversation.project_id else ""
-    parts = (conversation.system_prompt.strip(), project, owner.custom_instructions.strip())
+    parts = (conversation.system_prompt.strip(), project, owner.custom_instructions.strip(), sources_text(sources))
     system = "\n\n".join(part for part in parts if part)
     messages = [{"role": "system", "content": system}] if system else []
     for message in path:
@@ -37,6 +39,20 @@ def chat_messages(*, owner: User, conversation: Conversation, path: Iterable[Mes
         else:
             messages.append({"role": message.role, "content": message.content})
     return messages
+
+
+def sources_text(sources: list[dict[str, Any]] | None) -> str:
+    """The passages of the chat's documents chosen for a reply (documents.select_sources), numbered for citing."""
+    if not sources:
+        return ""
+    blocks = []
+    for number, source in enumerate(sources, start=1):
+        where = f", page {source['page']}" if source.get("page") else ""
+        blocks.append(f"[{number}] {source['name']}{where}:\n{source['text']}")
+    return (
+        "Passages from the documents attached to this chat, found for the user's last message. Answer from them "
+        "when they help, and cite a passage by its number, like [1].\n\n" + "\n\n".join(blocks)
+    )
 
 
 def continues_reply(messages: list[dict[str, str]]) -> bool:

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from accounts.selectors import user_can_chat
-from conversations import limits, projects, prompts, selectors
+from conversations import documents, limits, projects, prompts, selectors
 from conversations.errors import InvalidInput, NotAllowed, NotFound, Stale
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Document, Message
 from conversations.tasks import reply_enqueue
 from inference import streams
 from inference.faults import release_connection
@@ -48,13 +48,15 @@ def message_send(
     params: dict[str, Any] | None = None,
     expect_leaf: bool = False,
     project_id: UUID | str | None = None,
+    document_ids: Any = None,
 ) -> Turn:
     """Add a user message and a queued reply. ``conversation_id`` None starts a conversation (titled
     provisionally from ``content``); ``parent_id`` None continues after the current leaf. ``model`` and
     ``system_prompt``, when given, become the conversation's from now on. ``expect_leaf``: ``parent_id`` is
     the end of the branch the sender sees, and must still be the conversation's current leaf (the chat page:
     a tab that missed another tab's turn must not fork the conversation behind the user's back).
-    ``project_id``: the project a new conversation starts in (ignored when continuing one).
+    ``project_id``: the project a new conversation starts in (ignored when continuing one). ``document_ids``:
+    files the user uploaded for this message (documents.document_upload), attached to it and to the chat.
 
     Raises NotAllowed, NotFound, InvalidInput (empty or over-long message, unknown model or parameter,
     a reply still being written), Stale, ContextTooLong, LimitReached (the plan's limits: nothing is written).
@@ -90,11 +92,19 @@ def message_send(
                 )
         limits.check_model(plan, llm)
         merged = prompts.request_params(llm, params, conversation.params)
+        attaching = documents.documents_to_attach(user=user, document_ids=document_ids)
         path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=parent.pk) if parent else []
-        user_message = Message(conversation=conversation, parent=parent, role=Message.Role.USER, content=content)
-        chat = prompts.chat_messages(owner=user, conversation=conversation, path=[*path, user_message])
-        prompt_tokens = prompts.check_fits(chat, llm)
-        reply = _reply(conversation, parent=user_message, model=llm, params=merged)
+        user_message = Message(
+            conversation=conversation,
+            parent=parent,
+            role=Message.Role.USER,
+            content=content,
+            attachments=documents.attachments(attaching),
+        )
+        prompt_tokens, sources = _prompt_with_sources(
+            user, conversation, [*path, user_message], llm, merged, attaching=attaching
+        )
+        reply = _reply(conversation, parent=user_message, model=llm, params=merged, sources=sources)
         _reserve(reservation, reply, prompt_tokens, llm)
         # Two writes, on the path to the reply's first token: the conversation (its new leaf is the reply, which
         # PostgreSQL's deferred foreign keys let exist by the commit), then both messages in one INSERT.
@@ -102,6 +112,7 @@ def message_send(
         conversation.current_leaf = reply
         conversation.save()
         Message.objects.bulk_create([user_message, reply])
+        documents.attach(attaching, conversation=conversation, message=user_message)
         _enqueue(reply)
     return Turn(conversation, user_message, reply)
 
@@ -124,10 +135,11 @@ def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
         llm = _model(conversation.model)
         limits.check_model(plan, llm)
         path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=question.pk)
-        prompt_tokens = prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=path), llm)
+        chat = prompts.chat_messages(owner=user, conversation=conversation, path=path, sources=original.sources)
+        prompt_tokens = prompts.check_fits(chat, llm)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
-        reply = _reply(conversation, parent=question, model=llm, params=original.params)
+        reply = _reply(conversation, parent=question, model=llm, params=original.params, sources=original.sources)
         _reserve(reservation, reply, prompt_tokens, llm)
         _queue_reply(conversation, reply)
     return Turn(conversation, question, reply)
@@ -151,10 +163,11 @@ def message_continue(*, user: User, message_id: UUID | str) -> Turn:
         llm = _model(conversation.model)
         limits.check_model(plan, llm)
         path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=original.pk)
-        prompt_tokens = prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=path), llm)
+        chat = prompts.chat_messages(owner=user, conversation=conversation, path=path, sources=original.sources)
+        prompt_tokens = prompts.check_fits(chat, llm)
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
-        reply = _reply(conversation, parent=original, model=llm, params=original.params)
+        reply = _reply(conversation, parent=original, model=llm, params=original.params, sources=original.sources)
         _reserve(reservation, reply, prompt_tokens, llm)
         _queue_reply(conversation, reply)
     return Turn(conversation, original, reply)
@@ -179,15 +192,20 @@ def message_edit(*, user: User, message_id: UUID | str, content: str) -> Turn:
             if original.parent_id
             else []
         )
-        edited = Message(conversation=conversation, parent=original.parent, role=Message.Role.USER, content=content)
-        chat = prompts.chat_messages(owner=user, conversation=conversation, path=[*path, edited])
-        prompt_tokens = prompts.check_fits(chat, llm)
+        edited = Message(
+            conversation=conversation,
+            parent=original.parent,
+            role=Message.Role.USER,
+            content=content,
+            attachments=original.attachments,  # its files stay with it
+        )
         last_reply = original.children.filter(role=Message.Role.ASSISTANT).order_by("-created_at").first()
         params = last_reply.params if last_reply else prompts.request_params(llm, None)
+        prompt_tokens, sources = _prompt_with_sources(user, conversation, [*path, edited], llm, params, attaching=[])
         conversation.updated_at = timezone.now()
         conversation.save(update_fields=["updated_at"])
         edited.save()
-        reply = _reply(conversation, parent=edited, model=llm, params=params)
+        reply = _reply(conversation, parent=edited, model=llm, params=params, sources=sources)
         _reserve(reservation, reply, prompt_tokens, llm)
         _queue_reply(conversation, reply)
     return Turn(conversation, edited, reply)
@@ -347,8 +365,16 @@ def _parent(conversation: Conversation, user: User, parent_id: UUID | str | None
     return parent
 
 
-def _reply(conversation: Conversation, *, parent: Message, model: LLMModel, params: dict[str, Any]) -> Message:
-    """A queued reply to ``parent`` (not saved yet)."""
+def _reply(
+    conversation: Conversation,
+    *,
+    parent: Message,
+    model: LLMModel,
+    params: dict[str, Any],
+    sources: list[dict[str, Any]] | None = None,
+) -> Message:
+    """A queued reply to ``parent`` (not saved yet); ``sources``: the passages of the chat's documents its prompt
+    holds."""
     return Message(
         conversation=conversation,
         parent=parent,
@@ -356,7 +382,34 @@ def _reply(conversation: Conversation, *, parent: Message, model: LLMModel, para
         status=Message.Status.QUEUED,
         model=model.name,
         params=params,
+        sources=sources or [],
     )
+
+
+def _prompt_with_sources(
+    user: User,
+    conversation: Conversation,
+    path: list[Message],
+    llm: LLMModel,
+    params: dict[str, Any],
+    *,
+    attaching: list[Document],
+) -> tuple[int, list[dict[str, Any]]]:
+    """The prompt tokens of a reply to the question ending ``path``, and the passages of the chat's documents
+    chosen for it (in what room the chat leaves). Raises ContextTooLong, InvalidInput."""
+    prompt_tokens = prompts.check_fits(prompts.chat_messages(owner=user, conversation=conversation, path=path), llm)
+    sources = documents.select_sources(
+        conversation=conversation,
+        attaching=attaching,
+        question=path[-1].content,
+        model=llm,
+        prompt_tokens=prompt_tokens,
+        max_tokens=params.get("max_tokens"),
+    )
+    if sources:
+        chat = prompts.chat_messages(owner=user, conversation=conversation, path=path, sources=sources)
+        prompt_tokens = prompts.check_fits(chat, llm)
+    return prompt_tokens, sources
 
 
 def _reserve(reservation: limits.Reservation, reply: Message, prompt_tokens: int, model: LLMModel) -> None:

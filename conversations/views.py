@@ -9,19 +9,20 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils.translation import get_language
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_http_methods, require_safe
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from kombu.exceptions import OperationalError as BrokerError
 
 from accounts import views as account_views
 from accounts.decorators import verified_required
 from accounts.models import User
 from config.errors import UNAVAILABLE_ERRORS
-from conversations import exports, presenters, projects, selectors, sharing, tasks
+from conversations import documents, exports, presenters, projects, selectors, sharing, tasks
 from conversations.errors import InvalidInput, NotFound
 from conversations.forms import ProjectForm
 from conversations.models import Conversation, DataExport, Project
@@ -99,6 +100,9 @@ def _chat_page(
         "logo_url": static("img/logo.svg"),
         "login_url": reverse("accounts:login"),
         "billing_url": reverse("accounts:settings_billing"),
+        "documents_url": reverse("conversations:document_upload"),
+        "documents_max_files": documents.MAX_PER_MESSAGE,
+        "documents_max_bytes": documents.MAX_BYTES,
     }
     context = {
         "conversation": conversation,
@@ -109,6 +113,9 @@ def _chat_page(
         "projects": project_list,
         "project": project,
         "project_chats": project_chats,
+        "documents_accept": documents.ACCEPT,
+        "documents_max_files": documents.MAX_PER_MESSAGE,
+        "documents_max_mb": documents.MAX_BYTES // (1024 * 1024),
         "chat_data": chat_data,
     }
     return render(request, "chat/chat.html", context)
@@ -172,6 +179,44 @@ def project_delete(request: HttpRequest, project_id: UUID) -> HttpResponse:
         return redirect("home")
     chats = projects.project_conversations(user=user, project=project).count()
     return render(request, "chat/project_delete.html", {"project": project, "chats": chats})
+
+
+# Documents ---------------------------------------------------------------------------------------------
+
+
+@never_cache
+@verified_required
+@require_POST
+def document_upload(request: HttpRequest) -> JsonResponse:
+    """A file for the next message (multipart field ``file``): its text is read and stored, and the answer is
+    {id, name, kind, size_bytes, characters, passages}, or 400 {error} saying what is wrong with it."""
+    user: User = request.user  # type: ignore[assignment]
+    upload = request.FILES.get("file")
+    if upload is None:
+        return JsonResponse({"error": "Choose a file to attach."}, status=400)
+    if upload.size is not None and upload.size > documents.MAX_BYTES:
+        mb = documents.MAX_BYTES // (1024 * 1024)
+        return JsonResponse({"error": f"“{upload.name}” is too large: a file may have at most {mb} MB."}, status=400)
+    try:
+        document = documents.document_upload(
+            user=user, name=upload.name or "", data=upload.read(), language=get_language()
+        )
+    except InvalidInput as exc:
+        return JsonResponse({"error": exc.message}, status=400)
+    answer = documents.attachments([document])[0] | {
+        "characters": document.characters,
+        "passages": document.passages.count(),
+    }
+    return JsonResponse(answer, status=201)
+
+
+@never_cache
+@verified_required
+@require_POST
+def document_remove(request: HttpRequest, document_id: UUID) -> HttpResponse:
+    """Take back a file attached to the composer and not sent."""
+    documents.document_remove(user=request.user, document_id=document_id)  # type: ignore[arg-type]
+    return HttpResponse(status=204)
 
 
 # Shared links ------------------------------------------------------------------------------------------

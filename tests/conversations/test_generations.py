@@ -6,7 +6,6 @@ see the rows the test wrote."""
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import uuid
 from datetime import timedelta
@@ -485,8 +484,9 @@ def test_with_the_default_model_a_continued_reply_reads_as_one_reply_written_at_
     continuation.refresh_from_db()
     first, whole = replies[12].content, replies[24].content
     assert whole.startswith(first)
-    same = os.path.commonprefix([first + continuation.content, whole])
-    assert len(same) >= len(first) + 3, (first, continuation.content, whole)
+    written = first + continuation.content
+    same = next((i for i, (a, b) in enumerate(zip(written, whole, strict=False)) if a != b), len(whole))
+    assert same >= len(first) + 3, (first, continuation.content, whole)
     assert continuation.prompt_tokens == replies[12].prompt_tokens + 12  # the text read back as it was written
 
 
@@ -509,3 +509,32 @@ def test_only_a_finished_reply_cut_at_its_limit_can_be_continued(user, monkeypat
     with pytest.raises(services.NotFound):
         services.message_continue(user=stranger, message_id=complete.pk)
     assert Message.objects.filter(conversation=conversation).count() == 4
+
+
+@pytest.mark.slow
+def test_with_the_default_model_a_document_question_is_answered_from_the_retrieved_passage(user, monkeypatch):
+    from conversations import documents
+    from tests.conversations.test_documents import WARRANTY, manual
+
+    monkeypatch.setattr(services, "reply_enqueue", lambda message_id: True)
+    monkeypatch.setattr(documents, "SOURCES_SHARE", 0.1)  # a prompt of about 800 tokens: quicker on a CPU
+    smollm2 = LLMModelFactory(name="smollm2-gguf", source=str(resolve_model_path(None)), is_default=False)
+    document = documents.document_upload(user=user, name="kettle.txt", data=manual(100).encode(), language="en")
+    turn = services.message_send(
+        user=user,
+        conversation_id=None,
+        parent_id=None,
+        content="How long does the warranty of the Zephyr kettle last?",
+        model=smollm2.name,
+        params={"temperature": 0, "max_tokens": 40},
+        document_ids=[str(document.pk)],
+    )
+    reply = Message.objects.get(pk=turn.assistant_message.pk)
+    assert any(WARRANTY in source["text"] for source in reply.sources)
+    assert len(reply.sources) < document.passages.count()  # the manual does not fit: its passages were ranked
+
+    generations.reply_generate(reply.pk)
+
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.COMPLETED
+    assert "thirty-six months" in reply.content.lower() or "36 months" in reply.content, reply.content

@@ -4,7 +4,7 @@
 
 import { ChatSocket } from "./socket.js";
 import { Sidebar, conversationUrl } from "./sidebar.js";
-import { Thread } from "./thread.js";
+import { Thread, formatSize } from "./thread.js";
 
 /** @typedef {import("./types.js").ChatData} ChatData */
 /** @typedef {import("./types.js").Conversation} Conversation */
@@ -51,6 +51,9 @@ const temperatureInput = /** @type {HTMLInputElement} */ ($("[data-chat-temperat
 const maxTokensInput = /** @type {HTMLInputElement} */ ($("[data-chat-max-tokens]"));
 const projectInput = /** @type {HTMLSelectElement} */ ($("[data-chat-project]"));
 const projectChip = /** @type {HTMLAnchorElement} */ ($("[data-project-chip]"));
+const attachButton = /** @type {HTMLButtonElement} */ ($("[data-attach]"));
+const fileInput = /** @type {HTMLInputElement} */ ($("[data-composer-file]"));
+const fileChips = /** @type {HTMLElement} */ ($("[data-composer-files]"));
 const deleteDialog = /** @type {HTMLDialogElement} */ ($("[data-delete-dialog]"));
 const sidebarToggle = /** @type {HTMLButtonElement} */ ($("[data-sidebar-toggle]"));
 const scroller = /** @type {HTMLElement} */ ($("[data-thread-scroller]"));
@@ -83,7 +86,13 @@ const state = {
   draftProject: data.project,
   /** @type {Conversation | null} */
   deleting: null,
+  /**
+   * Files for the next message: uploading (no id yet) or uploaded (its id is sent with the message).
+   * @type {{key: number, name: string, size: number, id: string | null}[]}
+   */
+  files: [],
 };
+let fileKeys = 0;
 
 const modelNames = new Map(data.models.map((model) => [model.name, model.display_name || model.name]));
 const projectNames = new Map(data.projects.map((project) => [project.id, project.name]));
@@ -155,6 +164,10 @@ function handleFrame(frame) {
 function onTurnCreated(frame) {
   const pending = state.pending?.clientId === frame.client_id ? state.pending : null;
   if (pending) state.pending = null;
+  if (pending?.frame.type === "message.send" && pending.frame.documents) {
+    state.files = []; // sent with the message: they are the chat's now
+    showFiles();
+  }
   /** @type {Conversation} */
   const conversation = frame.conversation;
   const isNew = state.conversation?.id !== conversation.id;
@@ -453,6 +466,11 @@ function send() {
     return;
   }
   if (state.generation || state.pending) return;
+  if (state.files.some((file) => file.id === null)) {
+    showComposerError("A file is still being attached: send once it is ready.");
+    return;
+  }
+  const attached = state.files.map((file) => ({ id: /** @type {string} */ (file.id), name: file.name, kind: "", size_bytes: file.size }));
   const clientId = newClientId();
   const frame = {
     type: "message.send",
@@ -464,15 +482,111 @@ function send() {
     system_prompt: state.conversation ? null : state.draftSystemPrompt || null,
     params: state.conversation || Object.keys(state.draftParams).length === 0 ? null : state.draftParams,
     project: state.conversation ? null : state.draftProject,
+    documents: attached.length ? attached.map((file) => file.id) : null,
   };
   if (!socket.send(frame)) {
     showComposerError("Not connected. Your message is kept: send it again once the connection is back.");
     return;
   }
-  state.pending = { clientId, content, articles: thread.addPending(content), frame };
+  state.pending = { clientId, content, articles: thread.addPending(content, attached), frame };
   input.value = "";
   autosize();
   updateComposer();
+}
+
+/**
+ * Upload files for the next message: each shows as a chip at once, and is sent with the message once uploaded.
+ * @param {Iterable<File>} files
+ */
+function attachFiles(files) {
+  composerError.hidden = true;
+  for (const file of files) {
+    if (state.files.length >= data.documents_max_files) {
+      showComposerError(`A message carries at most ${data.documents_max_files} files.`);
+      break;
+    }
+    if (file.size > data.documents_max_bytes) {
+      const mb = Math.floor(data.documents_max_bytes / (1024 * 1024));
+      showComposerError(`“${file.name}” is too large: a file may have at most ${mb} MB.`);
+      continue;
+    }
+    const entry = { key: ++fileKeys, name: file.name, size: file.size, id: /** @type {string | null} */ (null) };
+    state.files.push(entry);
+    upload(entry, file);
+  }
+  showFiles();
+}
+
+/**
+ * @param {{key: number, name: string, size: number, id: string | null}} entry
+ * @param {File} file
+ */
+async function upload(entry, file) {
+  const body = new FormData();
+  body.append("file", file);
+  let error = "";
+  try {
+    const response = await fetch(data.documents_url, {
+      method: "POST",
+      body,
+      headers: { "X-CSRFToken": csrfToken() },
+      credentials: "same-origin",
+    });
+    const answer = response.headers.get("content-type")?.includes("json") ? await response.json() : {};
+    if (response.ok && answer.id) entry.id = answer.id;
+    else error = answer.error ?? `“${file.name}” could not be attached (${response.status}). Try again.`;
+  } catch {
+    error = `“${file.name}” could not be attached: the connection failed. Try again.`;
+  }
+  if (!state.files.includes(entry)) {
+    if (entry.id) forgetFile(entry.id); // removed while it uploaded
+    return;
+  }
+  if (error) {
+    state.files = state.files.filter((item) => item !== entry);
+    showComposerError(error);
+  }
+  showFiles();
+}
+
+/** @param {string} id */
+function forgetFile(id) {
+  fetch(`/documents/${id}/remove/`, { method: "POST", headers: { "X-CSRFToken": csrfToken() }, credentials: "same-origin" });
+}
+
+function csrfToken() {
+  return document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/)?.[1] ?? "";
+}
+
+/** The composer's file chips: name, size or "uploading", and a button that removes it. */
+function showFiles() {
+  fileChips.hidden = state.files.length === 0;
+  fileChips.replaceChildren(
+    ...state.files.map((entry) => {
+      const item = document.createElement("li");
+      item.className = "file-chip";
+      item.dataset.state = entry.id ? "ready" : "uploading";
+      const name = document.createElement("span");
+      name.className = "file-name";
+      name.textContent = entry.name;
+      const size = document.createElement("span");
+      size.className = "file-size";
+      size.textContent = entry.id ? formatSize(entry.size) : "Attaching…";
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "file-remove";
+      remove.setAttribute("aria-label", `Remove ${entry.name}`);
+      remove.textContent = "×";
+      remove.addEventListener("click", () => {
+        state.files = state.files.filter((item) => item !== entry);
+        if (entry.id) forgetFile(entry.id);
+        showFiles();
+        input.focus();
+      });
+      item.append(name, size, remove);
+      return item;
+    }),
+  );
 }
 
 function stop() {
@@ -662,6 +776,25 @@ input.addEventListener("input", () => {
   composerError.hidden = true;
 });
 stopButton.addEventListener("click", stop);
+attachButton.addEventListener("click", () => fileInput.click());
+fileInput.addEventListener("change", () => {
+  attachFiles(fileInput.files ?? []);
+  fileInput.value = ""; // the same file can be chosen again
+});
+// Files dropped on the composer are attached too.
+composer.addEventListener("dragover", (event) => {
+  if (event.dataTransfer?.types.includes("Files")) {
+    event.preventDefault();
+    composer.classList.add("is-dropping");
+  }
+});
+composer.addEventListener("dragleave", () => composer.classList.remove("is-dropping"));
+composer.addEventListener("drop", (event) => {
+  composer.classList.remove("is-dropping");
+  if (!event.dataTransfer?.files.length) return;
+  event.preventDefault();
+  attachFiles(event.dataTransfer.files);
+});
 $("[data-thread]").addEventListener("click", (event) => onThreadClick(/** @type {MouseEvent} */ (event)));
 
 document.addEventListener("keydown", (event) => {

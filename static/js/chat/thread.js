@@ -77,9 +77,10 @@ export class Thread {
   /**
    * Show a turn the user just sent, before the server answers (replaced by the branch it sends back).
    * @param {string} content
+   * @param {import("./types.js").Attachment[]} [attachments]   its files
    * @returns {HTMLElement[]}
    */
-  addPending(content) {
+  addPending(content, attachments = []) {
     const now = new Date().toISOString();
     /** @type {(role: "user" | "assistant", text: string) => BranchEntry} */
     const entry = (role, text) => ({
@@ -97,7 +98,10 @@ export class Thread {
       sibling_count: 1,
       sibling_ids: [],
     });
-    const articles = [this.#article(entry("user", content), false), this.#article(entry("assistant", ""), true)];
+    const articles = [
+      this.#article({ ...entry("user", content), attachments }, false),
+      this.#article(entry("assistant", ""), true),
+    ];
     for (const article of articles) article.classList.add("is-pending");
     this.list.append(...articles);
     this.list.closest("[data-chat-main]")?.classList.remove("is-empty");
@@ -230,7 +234,11 @@ export class Thread {
     const details = document.createElement("span");
     details.className = "message-details";
     actions.append(details);
-    main.append(heading, body, note, actions);
+    main.append(heading);
+    if (message.attachments?.length) main.append(fileList(message.attachments));
+    main.append(body);
+    if (message.sources?.length) main.append(sourceList(message.sources));
+    main.append(note, actions);
     article.append(main);
 
     /** @type {MessageView} */
@@ -359,4 +367,61 @@ export class Thread {
       }
     }
   }
+}
+
+/**
+ * A user message's files, as chips: name and size.
+ * @param {import("./types.js").Attachment[]} attachments
+ */
+export function fileList(attachments) {
+  const list = document.createElement("ul");
+  list.className = "message-files";
+  list.setAttribute("aria-label", "Attached files");
+  for (const attachment of attachments) {
+    const item = document.createElement("li");
+    item.className = "file-chip";
+    const name = document.createElement("span");
+    name.className = "file-name";
+    name.textContent = attachment.name;
+    const size = document.createElement("span");
+    size.className = "file-size";
+    size.textContent = formatSize(attachment.size_bytes);
+    item.append(name, size);
+    list.append(item);
+  }
+  return list;
+}
+
+/** @param {number} bytes */
+export function formatSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+const SOURCE_EXCERPT_CHARS = 320;
+
+/**
+ * The passages of the chat's documents a reply was given, numbered as the model saw them ([1], [2], …).
+ * @param {import("./types.js").Source[]} sources
+ */
+function sourceList(sources) {
+  const details = document.createElement("details");
+  details.className = "message-sources";
+  const summary = document.createElement("summary");
+  const names = [...new Set(sources.map((source) => source.name))];
+  summary.textContent = `Sources: ${names.join(", ")}`;
+  const list = document.createElement("ol");
+  for (const source of sources) {
+    const item = document.createElement("li");
+    const title = document.createElement("strong");
+    title.textContent = `${source.name}${source.page ? `, page ${source.page}` : ""} (part ${source.part})`;
+    const excerpt = document.createElement("blockquote");
+    excerpt.textContent =
+      source.text.length > SOURCE_EXCERPT_CHARS ? `${source.text.slice(0, SOURCE_EXCERPT_CHARS)}…` : source.text;
+    item.append(title, excerpt);
+    list.append(item);
+  }
+  details.append(summary, list);
+  return details;
 }

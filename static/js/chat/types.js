@@ -15,7 +15,26 @@
  * @property {string | null} error
  * @property {string} model
  * @property {1 | -1 | null} [feedback]   the user's thumbs up or down on a reply
+ * @property {Attachment[]} [attachments]   a user message's files
+ * @property {Source[]} [sources]   a reply's passages of the chat's documents, in the order the model saw them
  * @property {string} created_at
+ */
+
+/**
+ * @typedef {object} Attachment
+ * @property {string} id
+ * @property {string} name
+ * @property {string} kind   text, markdown, code or pdf
+ * @property {number} size_bytes
+ */
+
+/**
+ * @typedef {object} Source
+ * @property {string} document
+ * @property {string} name
+ * @property {number} part
+ * @property {number | null} page
+ * @property {string} text
  */
 
 /**
@@ -56,6 +75,9 @@
  * @property {string} logo_url
  * @property {string} login_url
  * @property {string} billing_url
+ * @property {string} documents_url   where a file for the next message is uploaded
+ * @property {number} documents_max_files   per message
+ * @property {number} documents_max_bytes   per file
  */
 
 export {};
