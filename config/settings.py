@@ -379,6 +379,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("DJINN_ROLLUP_INTERVAL_S", 600, minimum=10)),
     },
     "forget-old-exports": {"task": "conversations.tasks.forget_old_exports", "schedule": 3600.0},
+    "forget-unsent-documents": {"task": "conversations.tasks.forget_unsent_documents", "schedule": 3600.0},
 }
 # A reply no inference worker took within this long is marked failed by the sweeper (seconds).
 DJINN_GENERATION_QUEUED_TIMEOUT_S = env_int("DJINN_GENERATION_QUEUED_TIMEOUT_S", 15 * 60, minimum=60)

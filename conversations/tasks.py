@@ -7,7 +7,8 @@ conversation holds them. ``generate_title`` runs there too: it needs the model, 
 already holds it in memory and batches the title with the replies it is writing, where a default worker
 would load a second copy of the weights and fight the engine for the same cores.
 ``sweep_stale_generations`` and ``rollup_recent_days`` (beat) touch only PostgreSQL and Redis and run on
-``default``, as do ``export_build`` (a user's data export) and ``forget_old_exports`` (beat).
+``default``, as do ``export_build`` (a user's data export), ``forget_old_exports`` and ``forget_unsent_documents``
+(beat).
 """
 
 from __future__ import annotations
@@ -82,6 +83,16 @@ def export_build(export_id: int) -> None:
 def forget_old_exports() -> None:
     """Delete data exports past their keeping time (beat)."""
     exports.export_forget_old()
+
+
+@shared_task(name="conversations.tasks.forget_unsent_documents", ignore_result=True)
+def forget_unsent_documents() -> int:
+    """Delete files uploaded for a message that was never sent, a day on (beat)."""
+    from conversations.documents import UNSENT_KEEP
+    from conversations.models import Document
+
+    _total, by_model = Document.objects.filter(message=None, created_at__lt=timezone.now() - UNSENT_KEEP).delete()
+    return by_model.get("conversations.Document", 0)
 
 
 @shared_task(name="conversations.tasks.rollup_recent_days", ignore_result=True)

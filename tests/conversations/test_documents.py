@@ -238,3 +238,22 @@ def test_the_upload_endpoint_answers_json_and_refuses_bad_files_with_a_clear_err
     client.force_login(user)
     client.post(f"/documents/{body['id']}/remove/")
     assert not Document.objects.filter(pk=body["id"]).exists()
+
+
+def test_files_never_sent_are_deleted_a_day_on_and_sent_ones_are_kept():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from conversations.tasks import forget_unsent_documents
+
+    user = UserFactory()
+    old, _fresh, sent = (upload(user, f"{name}.txt", name) for name in ("old", "fresh", "sent"))
+    conversation = ConversationFactory(owner=user)
+    question, _reply = add_exchange(conversation, question="Q", answer="A")
+    documents.attach([sent], conversation=conversation, message=question)
+    day_ago = timezone.now() - timedelta(days=1, minutes=1)
+    Document.objects.filter(pk__in=[old.pk, sent.pk]).update(created_at=day_ago)
+
+    assert forget_unsent_documents() == 1
+    assert set(Document.objects.values_list("name", flat=True)) == {"fresh.txt", "sent.txt"}
