@@ -124,7 +124,8 @@ class ConversationAdmin(_AuditedAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         content = ("system_prompt",) if can_read_content(request) else ()
-        return ("id", "owner", "current_leaf", "created_at", *content)
+        # The project is the owner's: staff choosing another user's would mix two accounts' chats.
+        return ("id", "owner", "project", "current_leaf", "created_at", *content)
 
     def audited(self, obj: Conversation) -> tuple[Conversation, None]:
         return obj, None

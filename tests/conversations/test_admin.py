@@ -167,3 +167,18 @@ def test_staff_take_a_shared_link_down_and_a_deactivated_users_links_stop(admin_
     owner.is_active = False
     owner.save()
     assert client.get(reverse("conversations:shared", args=[second.token])).status_code == 404
+
+
+def test_staff_cannot_move_a_chat_into_another_users_project(admin_client):
+    from conversations import projects
+    from tests.factories import UserFactory
+
+    conversation = ConversationFactory()
+    theirs = projects.project_create(user=UserFactory(), name="Someone else's")
+    url = reverse("admin:conversations_conversation_change", args=[conversation.pk])
+
+    page = admin_client.get(url).content.decode()
+    assert 'name="project"' not in page  # shown read-only, not a choice of every user's projects
+    admin_client.post(url, {"project": str(theirs.pk), "model": conversation.model, "title": conversation.title})
+    conversation.refresh_from_db()
+    assert conversation.project_id is None
