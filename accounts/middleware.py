@@ -3,12 +3,16 @@
 Runs after Django's LocaleMiddleware (which picked the browser's language from Accept-Language) and
 AuthenticationMiddleware; a user who left the choice blank keeps the browser's language. LocaleMiddleware's
 response half then names the language in ``Content-Language`` and varies the response on Accept-Language.
+
+The APIs (``/api/``, ``/v1/``) always answer in English, whoever asks: their clients are programs that
+expect the same messages every time, as OpenAI's do.
 """
 
 from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import translation
 from django.utils.deprecation import MiddlewareMixin
@@ -17,9 +21,15 @@ from config.errors import UNAVAILABLE_ERRORS, unavailable_response
 
 logger = logging.getLogger(__name__)
 
+API_PREFIXES = ("/api/", "/v1/")
+
 
 class UserLanguageMiddleware(MiddlewareMixin):
     def process_request(self, request: HttpRequest) -> HttpResponse | None:
+        if request.path.startswith(API_PREFIXES):
+            translation.activate(settings.LANGUAGE_CODE)
+            request.LANGUAGE_CODE = settings.LANGUAGE_CODE
+            return None
         # Without a session cookie (a visitor, an API request with a key, a probe) this reads nothing; with one,
         # it loads the session and the user that the view reads anyway.
         try:

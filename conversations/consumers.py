@@ -49,11 +49,16 @@ from typing import Any
 from uuid import UUID
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
+from django.utils.translation.trans_real import parse_accept_lang_header
 
 from config.errors import UNAVAILABLE_ERRORS
 from conversations import presenters, selectors, services, sharing
 from conversations.errors import ConversationError, InvalidInput, LimitReached, NotFound, Stale
-from conversations.following import db, reply_settle
+from conversations.following import FAILED, db, reply_settle
 from conversations.models import Conversation
 from inference import streams
 from inference.follow import FollowInterrupted, follow
@@ -66,7 +71,7 @@ CLOSE_UNAUTHENTICATED = 4401
 # expired, or that was finished by someone who wrote no event, still ends on the client. The page hears
 # from a watch at least this often (generation.waiting), and watches again if it does not.
 WATCH_QUIET_S = 10.0
-INTERRUPTED = "Lost contact with the reply stream. Reconnecting…"
+INTERRUPTED = gettext_noop("Lost contact with the reply stream. Reconnecting…")
 MAX_WATCHES = 8  # per connection; a tab follows one reply at a time, the rest is headroom for races
 MAX_FRAME_CHARS = 256_000
 # Frames a connection may send: a burst of FLOOD_BURST, then FLOOD_RATE a second. Past that a frame is refused
@@ -75,7 +80,7 @@ FLOOD_BURST = 40
 FLOOD_RATE = 10.0
 FLOOD_CLOSE_AFTER = 200
 CLOSE_FLOOD = 4429
-UNAVAILABLE = "Djinn cannot reach its database or cache right now. Try again in a few seconds."
+UNAVAILABLE = gettext_noop("Djinn cannot reach its database or cache right now. Try again in a few seconds.")
 PAGE_SIZE = 100  # conversations in one page of the sidebar (conversation.search)
 # A command that makes a turn is recorded by its client_id (the page's own id for it) for SENT_TTL_S, so the page
 # can send it again after a dropped connection without making it twice. A second copy that finds the first still
@@ -105,7 +110,34 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def connection_language(scope: dict[str, Any]) -> str:
+    """The language a connection speaks: the user's choice in Settings, else the first of the handshake's
+    Accept-Language that Djinn has, else the default (what the pages do, in accounts.middleware)."""
+    user = scope.get("user")
+    if user is not None and user.is_authenticated and user.language:
+        return user.language
+    headers = dict(scope.get("headers") or [])
+    accepted = headers.get(b"accept-language", b"").decode("latin-1")
+    for code, _quality in parse_accept_lang_header(accepted):
+        if code == "*":
+            break
+        try:
+            return translation.get_supported_language_variant(code)
+        except LookupError:
+            continue
+    return settings.LANGUAGE_CODE
+
+
 class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels runs consumers outside Django's middleware: every event (a frame, a group message, the
+        # connection itself) is handled in the connection's language. The override is context-local, so the
+        # sync code run through database_sync_to_async and the watch tasks started here see it too.
+        if not hasattr(self, "language"):
+            self.language = connection_language(self.scope)
+        with translation.override(self.language):
+            await super().dispatch(message)
+
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.watches: dict[str, asyncio.Task[None]] = {}
@@ -136,21 +168,21 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             if self.refused > FLOOD_CLOSE_AFTER:
                 await self.close(code=CLOSE_FLOOD)
             elif self.refused == 1 or self.refused % 50 == 0:
-                await self.send_error("rate_limited", "Too many messages at once: slow down.")
+                await self.send_error("rate_limited", _("Too many messages at once: slow down."))
             return
         if text_data is None:
-            await self.send_error("invalid_input", "Frames must be JSON text.")
+            await self.send_error("invalid_input", _("Frames must be JSON text."))
             return
         if len(text_data) > MAX_FRAME_CHARS:
-            await self.send_error("invalid_input", "That frame is too large.")
+            await self.send_error("invalid_input", _("That frame is too large."))
             return
         try:
             content = json.loads(text_data)
         except ValueError:
-            await self.send_error("invalid_input", "That frame is not valid JSON.")
+            await self.send_error("invalid_input", _("That frame is not valid JSON."))
             return
         if not isinstance(content, dict):
-            await self.send_error("invalid_input", "A frame must be a JSON object with a type.")
+            await self.send_error("invalid_input", _("A frame must be a JSON object with a type."))
             return
         await self.receive_json(content)
 
@@ -162,7 +194,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         handler = HANDLERS.get(content.get("type"))  # type: ignore[arg-type]
         try:
             if handler is None:
-                raise InvalidInput(f"Unknown frame type {str(content.get('type'))[:40]!r}.")
+                raise InvalidInput(_("Unknown frame type %(type)s.") % {"type": repr(str(content.get("type"))[:40])})
             await handler(self, content)
         except LimitReached as exc:
             # The page says when the user can send again, and offers a plan with more.
@@ -173,7 +205,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.send_error(exc.code, exc.message, client_id=client_id)
         except UNAVAILABLE_ERRORS as exc:
             logger.warning("A %s frame found a dependency away: %s", str(content.get("type"))[:40], exc)
-            await self.send_error("service_unavailable", UNAVAILABLE, client_id=client_id)
+            await self.send_error("service_unavailable", _(UNAVAILABLE), client_id=client_id)
 
     def _take_allowance(self) -> bool:
         """A token bucket of frames: FLOOD_BURST at once, FLOOD_RATE a second after that."""
@@ -190,7 +222,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def message_send(self, content: dict[str, Any]) -> None:
         params = content.get("params")
         if params is not None and not isinstance(params, dict):
-            raise InvalidInput("params must be an object.")
+            raise InvalidInput(_("params must be an object."))
         conversation_id = _uuid(content, "conversation", required=False)
         parent_id = _uuid(content, "parent", required=False)
         try:
@@ -235,7 +267,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def message_feedback(self, content: dict[str, Any]) -> None:
         rating = content.get("rating")
         if rating is not None and (isinstance(rating, bool) or not isinstance(rating, int)):
-            raise InvalidInput("rating must be 1, -1 or null.")
+            raise InvalidInput(_("rating must be 1, -1 or null."))
         message = await db(services.message_feedback)(
             user=self.user, message_id=_uuid(content, "message"), rating=rating
         )
@@ -246,7 +278,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         generation_id = _uuid(content, "id")
         after = content.get("after", 0)
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
-            raise InvalidInput("after must be the last seq you have (0 or more).")
+            raise InvalidInput(_("after must be the last seq you have (0 or more)."))
         # The ownership check, before any XREAD.
         await db(selectors.generation_get)(user=self.user, generation_id=generation_id)
         self.watch(str(generation_id), after)
@@ -402,7 +434,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def _answer_again(self, key: str, client_id: str | None) -> bool:
         """The command ``key`` names was taken before (on a connection since lost, or still being made): answer
         with the turn it made. False when it made none (it failed, or its record is gone): make it now."""
-        for _ in range(SENT_WAIT_TRIES):
+        for _attempt in range(SENT_WAIT_TRIES):
             value = await get_async_redis().get(key)
             if value is None:
                 if await get_async_redis().set(key, SENT_PENDING, nx=True, ex=SENT_TTL_S):
@@ -421,7 +453,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 self.watch(frame["assistant_message"]["id"], 0)
                 return True
             await asyncio.sleep(SENT_WAIT_S)
-        raise ConversationError("This message is still being sent. Try again in a moment.", code="busy")
+        raise ConversationError(_("This message is still being sent. Try again in a moment."), code="busy")
 
     async def send_branch(self, conversation: Conversation) -> None:
         frame = await db(_branch_frame)(user=self.user, conversation=conversation)
@@ -497,7 +529,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         """Tell the page the watch stopped: it watches again from what it has, after a pause."""
         with contextlib.suppress(OSError):
             await self.send_json(
-                {"type": "generation.interrupted", "id": generation_id, "seq": last, "message": INTERRUPTED}
+                {"type": "generation.interrupted", "id": generation_id, "seq": last, "message": _(INTERRUPTED)}
             )
 
     async def _event_frame(self, generation_id: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -516,7 +548,8 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 logger.warning("The saved reply %s could not be read: %s", generation_id, exc)
                 frame["message"] = None
         else:
-            frame["message"] = event.get("message") or "The reply could not be generated."
+            # A reason Djinn wrote (in English, marked for translation) is said in the connection's language.
+            frame["message"] = _(event.get("message") or FAILED)
             frame["code"] = event.get("code") or "generation_failed"
         return frame
 
@@ -607,7 +640,7 @@ def _uuid(content: dict[str, Any], key: str, *, required: bool = True) -> Any:
             return UUID(value)
         except ValueError:
             pass
-    raise InvalidInput(f"{key} must be an id.")
+    raise InvalidInput(_("%(key)s must be an id.") % {"key": key})
 
 
 def _text(content: dict[str, Any], key: str, *, required: bool = True, allow_empty: bool = False) -> str | None:
@@ -615,14 +648,16 @@ def _text(content: dict[str, Any], key: str, *, required: bool = True, allow_emp
     if value is None and not required:
         return None
     if not isinstance(value, str):
-        raise InvalidInput(f"{key} must be text.")
+        raise InvalidInput(_("%(key)s must be text.") % {"key": key})
     if not allow_empty and not value.strip():
-        raise InvalidInput("Write a message first." if key == "content" else f"{key} must not be empty.")
+        raise InvalidInput(
+            _("Write a message first.") if key == "content" else _("%(key)s must not be empty.") % {"key": key}
+        )
     return value
 
 
 def _bool(content: dict[str, Any], key: str) -> bool:
     value = content.get(key)
     if not isinstance(value, bool):
-        raise InvalidInput(f"{key} must be true or false.")
+        raise InvalidInput(_("%(key)s must be true or false.") % {"key": key})
     return value

@@ -25,6 +25,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from conversations.errors import InvalidInput
@@ -112,6 +114,14 @@ def search_config(language: str | None) -> str:
 # Upload ----------------------------------------------------------------------------------------------------
 
 
+def too_large(name: str) -> str:
+    """What a file over MAX_BYTES is told (here, and by the upload view before it reads the file)."""
+    return _("“%(name)s” is too large: a file may have at most %(count)d MB.") % {
+        "name": name,
+        "count": MAX_BYTES // (1024 * 1024),
+    }
+
+
 def document_upload(*, user: User, name: str, data: bytes, language: str | None) -> Document:
     """Store a file's text and its passages, not yet part of a chat. Raises InvalidInput (a clear reason: an
     unsupported type, too large, no text in it, too many waiting)."""
@@ -119,24 +129,32 @@ def document_upload(*, user: User, name: str, data: bytes, language: str | None)
     kind = KINDS.get(PurePath(name).suffix.lower())
     if kind is None:
         raise InvalidInput(
-            f"“{name}” is not a file Djinn can read: attach text, Markdown, PDF or code files "
-            "(.txt, .md, .pdf, .py, .js, .json, …)."
+            _(
+                "“%(name)s” is not a file Djinn can read: attach text, Markdown, PDF or code files "
+                "(.txt, .md, .pdf, .py, .js, .json, …)."
+            )
+            % {"name": name}
         )
     if len(data) > MAX_BYTES:
-        raise InvalidInput(f"“{name}” is too large: a file may have at most {MAX_BYTES // (1024 * 1024)} MB.")
+        raise InvalidInput(too_large(name))
     if not data:
-        raise InvalidInput(f"“{name}” is empty.")
+        raise InvalidInput(_("“%(name)s” is empty.") % {"name": name})
     pages = _pdf_pages(name, data) if kind == "pdf" else [(None, _decode(name, data))]
     characters = sum(len(text) for _page, text in pages)
     if not any(text.strip() for _page, text in pages):
-        raise InvalidInput(f"“{name}” has no text to read.")
+        raise InvalidInput(_("“%(name)s” has no text to read.") % {"name": name})
     if characters > MAX_CHARACTERS:
-        raise InvalidInput(f"“{name}” has too much text: at most {MAX_CHARACTERS:,} characters.")
+        raise InvalidInput(
+            _("“%(name)s” has too much text: at most %(count)s characters.")
+            % {"name": name, "count": number_format(MAX_CHARACTERS, force_grouping=True)}
+        )
     config = search_config(language)
     with transaction.atomic():
         _forget_unsent(user)
         if Document.objects.filter(owner=user, message=None).count() >= MAX_UNSENT:
-            raise InvalidInput(f"{MAX_UNSENT} files are waiting to be sent: send or remove some first.")
+            raise InvalidInput(
+                _("%(count)d files are waiting to be sent: send or remove some first.") % {"count": MAX_UNSENT}
+            )
         document = Document.objects.create(
             owner=user, name=name, kind=kind, size_bytes=len(data), characters=characters, search_config=config
         )
@@ -163,7 +181,7 @@ def _forget_unsent(user: User) -> None:
 
 def _decode(name: str, data: bytes) -> str:
     if b"\x00" in data[:8192]:
-        raise InvalidInput(f"“{name}” is not a text file.")
+        raise InvalidInput(_("“%(name)s” is not a text file.") % {"name": name})
     for encoding in ("utf-8-sig", "utf-16") if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ("utf-8-sig",):
         try:
             return data.decode(encoding).replace("\r\n", "\n")
@@ -173,7 +191,9 @@ def _decode(name: str, data: bytes) -> str:
     try:
         return data.decode("cp1252").replace("\r\n", "\n")
     except UnicodeDecodeError:
-        raise InvalidInput(f"“{name}” is not a text file Djinn can read (save it as UTF-8).") from None
+        raise InvalidInput(
+            _("“%(name)s” is not a text file Djinn can read (save it as UTF-8).") % {"name": name}
+        ) from None
 
 
 def _pdf_pages(name: str, data: bytes) -> list[tuple[int | None, str]]:
@@ -183,15 +203,15 @@ def _pdf_pages(name: str, data: bytes) -> list[tuple[int | None, str]]:
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
-            raise InvalidInput(f"“{name}” is protected by a password: attach a copy without one.")
+            raise InvalidInput(_("“%(name)s” is protected by a password: attach a copy without one.") % {"name": name})
         pages = [(number, page.extract_text() or "") for number, page in enumerate(reader.pages, start=1)]
     except InvalidInput:
         raise
     except (PyPdfError, ValueError, KeyError, TypeError, OSError, RecursionError) as exc:
         logger.info("Unreadable PDF %r: %s", name, exc)
-        raise InvalidInput(f"“{name}” could not be read as a PDF.") from None
+        raise InvalidInput(_("“%(name)s” could not be read as a PDF.") % {"name": name}) from None
     if not any(text.strip() for _number, text in pages):
-        raise InvalidInput(f"“{name}” has no text to read: it may be scanned images.")
+        raise InvalidInput(_("“%(name)s” has no text to read: it may be scanned images.") % {"name": name})
     return pages
 
 
@@ -244,16 +264,16 @@ def documents_to_attach(*, user: User, document_ids: Any) -> list[Document]:
     if document_ids is None:
         return []
     if not isinstance(document_ids, list) or not all(isinstance(item, str) for item in document_ids):
-        raise InvalidInput("documents must be a list of ids.")
+        raise InvalidInput(_("documents must be a list of ids."))
     if len(document_ids) > MAX_PER_MESSAGE:
-        raise InvalidInput(f"A message carries at most {MAX_PER_MESSAGE} files.")
+        raise InvalidInput(_("A message carries at most %(count)d files.") % {"count": MAX_PER_MESSAGE})
     try:
         ids = {UUID(item) for item in document_ids}
     except ValueError:
-        raise InvalidInput("documents must be a list of ids.") from None
+        raise InvalidInput(_("documents must be a list of ids.")) from None
     found = list(Document.objects.select_for_update().filter(owner=user, message=None, pk__in=ids))
     if len(found) != len(ids):
-        raise InvalidInput("A file of this message is no longer there: attach it again.")
+        raise InvalidInput(_("A file of this message is no longer there: attach it again."))
     return sorted(found, key=lambda document: document.created_at)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from conversations import presenters, selectors
@@ -39,9 +40,11 @@ def export_request(*, user: User) -> DataExport:
         User.objects.select_for_update().filter(pk=user.pk).first()  # one request of this user at a time
         recent = DataExport.objects.filter(owner=user, created_at__gte=timezone.now() - timedelta(days=1))
         if any(export.status == DataExport.Status.PENDING for export in recent):
-            raise InvalidInput("An export is already being prepared: it appears here when it is ready.")
+            raise InvalidInput(_("An export is already being prepared: it appears here when it is ready."))
         if len(recent) >= EXPORTS_PER_DAY:
-            raise InvalidInput(f"You can export your data {EXPORTS_PER_DAY} times a day: try again tomorrow.")
+            raise InvalidInput(
+                _("You can export your data %(count)d times a day: try again tomorrow.") % {"count": EXPORTS_PER_DAY}
+            )
         return DataExport.objects.create(owner=user)
 
 
@@ -53,7 +56,7 @@ def export_list(*, user: User) -> QuerySet[DataExport]:
 def export_get_ready(*, user: User, export_id: int) -> DataExport:
     export = DataExport.objects.filter(owner=user, pk=export_id, status=DataExport.Status.READY).first()
     if export is None:
-        raise NotFound("Export not found.")
+        raise NotFound(_("Export not found."))
     return export
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.db import DatabaseError
+from django.utils.translation import gettext_noop
 
 from accounts.models import User
 from conversations import presenters, selectors
@@ -24,8 +25,9 @@ from inference.follow import READ_ERRORS, Event, Settle, terminal_event
 
 logger = logging.getLogger(__name__)
 
-DELETED = "This reply was deleted."
-FAILED = "The reply could not be generated."
+# Said to the user in their language where they are shown (the chat WebSocket); English in the stream.
+DELETED = gettext_noop("This reply was deleted.")
+FAILED = gettext_noop("The reply could not be generated.")
 
 
 def db(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:

@@ -38,6 +38,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from accounts.models import UsageRecord
 from accounts.usage import usage_record
@@ -56,11 +57,14 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-ORPHANED = "The worker writing this reply stopped. Regenerate to try again."
-NEVER_STARTED = "No worker took this reply in time. Regenerate to try again."
-INTERRUPTED = "This reply was interrupted because its worker shut down. Regenerate to try again."
-ENGINE_FAILED = "The model failed while writing this reply. Regenerate to try again."
-STREAM_LOST = "This reply could not be delivered: the server lost its connection to Redis. Regenerate to try again."
+# A chat reply's reasons are kept in English and said in the reader's language (presenters, the WebSocket).
+ORPHANED = gettext_noop("The worker writing this reply stopped. Regenerate to try again.")
+NEVER_STARTED = gettext_noop("No worker took this reply in time. Regenerate to try again.")
+INTERRUPTED = gettext_noop("This reply was interrupted because its worker shut down. Regenerate to try again.")
+ENGINE_FAILED = gettext_noop("The model failed while writing this reply. Regenerate to try again.")
+STREAM_LOST = gettext_noop(
+    "This reply could not be delivered: the server lost its connection to Redis. Regenerate to try again."
+)
 GAVE_UP = "This reply stopped its worker {n} times, so it was given up. Regenerate to try again."
 # A queued reply older than this (seconds) whose task was not sent (the broker was away when it was made) is
 # sent by the sweeper. Far longer than the moment between a reply's commit and its task being sent.

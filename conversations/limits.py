@@ -18,6 +18,7 @@ from uuid import UUID
 
 import redis
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 from accounts.billing import quotas
 from accounts.billing.quotas import Limits
@@ -66,7 +67,8 @@ def check_model(limits: Limits, model: LLMModel) -> None:
     """Raise NotAllowed (code ``model_not_in_plan``) when the plan does not include ``model``."""
     if not limits.allows_model(model.name):
         raise NotAllowed(
-            f"The {limits.plan} plan does not include {model.display_name or model.name}. Upgrade to use it.",
+            _("The %(plan)s plan does not include %(model)s. Upgrade to use it.")
+            % {"plan": limits.plan, "model": model.display_name or model.name},
             "model_not_in_plan",
         )
 
@@ -82,8 +84,11 @@ def check_plan_context(limits: Limits, prompt_tokens: int, model: LLMModel) -> i
     context = context_of(limits, model)
     if limits.max_context and prompt_tokens >= limits.max_context:
         raise ContextTooLong(
-            f"This conversation takes {prompt_tokens} tokens and the {limits.plan} plan reads at most "
-            f"{limits.max_context}. Start a new conversation, or upgrade for longer ones."
+            _(
+                "This conversation takes %(tokens)d tokens and the %(plan)s plan reads at most %(context)d. "
+                "Start a new conversation, or upgrade for longer ones."
+            )
+            % {"tokens": prompt_tokens, "plan": limits.plan, "context": limits.max_context}
         )
     return context - prompt_tokens
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.utils.translation import gettext
+
 from conversations.models import Conversation, Message
 from conversations.selectors import BranchMessage
 
@@ -22,7 +24,7 @@ def message_to_dict(message: Message) -> dict[str, Any]:
         "seq": message.content_seq,
         "status": message.status,
         "finish_reason": message.finish_reason or None,
-        "error": message.error or None,
+        "error": gettext(message.error) if message.error else None,  # a reason Djinn wrote: translated
         "model": message.model,
         "usage": {
             "prompt_tokens": message.prompt_tokens,

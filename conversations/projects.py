@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from conversations.errors import InvalidInput, NotFound
@@ -32,7 +33,7 @@ def project_get(*, user: User, project_id: UUID | str) -> Project:
     try:
         return Project.objects.get(owner=user, pk=project_id)
     except (Project.DoesNotExist, ValidationError, ValueError, TypeError):  # a malformed id is an unknown one
-        raise NotFound("Project not found.") from None
+        raise NotFound(_("Project not found.")) from None
 
 
 def project_conversations(*, user: User, project: Project) -> QuerySet[Conversation]:
@@ -47,7 +48,9 @@ def project_create(*, user: User, name: str, instructions: str = "") -> Project:
         # Serialise one user's creations so two at once cannot both pass the count.
         User.objects.select_for_update().filter(pk=user.pk).first()
         if Project.objects.filter(owner=user).count() >= MAX_PROJECTS:
-            raise InvalidInput(f"You have {MAX_PROJECTS} projects, the most there can be: delete one first.")
+            raise InvalidInput(
+                _("You have %(count)d projects, the most there can be: delete one first.") % {"count": MAX_PROJECTS}
+            )
         return Project.objects.create(owner=user, name=name, instructions=instructions)
 
 
@@ -73,16 +76,18 @@ def _locked(user: User, project_id: UUID | str) -> Project:
     try:
         return Project.objects.select_for_update().get(owner=user, pk=project_id)
     except (Project.DoesNotExist, ValidationError, ValueError, TypeError):
-        raise NotFound("Project not found.") from None
+        raise NotFound(_("Project not found.")) from None
 
 
 def _clean(name: str, instructions: str) -> tuple[str, str]:
     name = " ".join((name or "").split())
     if not name:
-        raise InvalidInput("A project needs a name.")
+        raise InvalidInput(_("A project needs a name."))
     if len(name) > MAX_NAME_CHARS:
-        raise InvalidInput(f"A project's name has at most {MAX_NAME_CHARS} characters.")
+        raise InvalidInput(_("A project's name has at most %(count)d characters.") % {"count": MAX_NAME_CHARS})
     instructions = (instructions or "").replace("\x00", "").strip()
     if len(instructions) > MAX_INSTRUCTIONS_CHARS:
-        raise InvalidInput(f"A project's instructions have at most {MAX_INSTRUCTIONS_CHARS} characters.")
+        raise InvalidInput(
+            _("A project's instructions have at most %(count)d characters.") % {"count": MAX_INSTRUCTIONS_CHARS}
+        )
     return name, instructions

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.utils.translation import gettext as _
+
 from accounts.models import User
 from conversations.errors import ContextTooLong, InvalidInput
 from conversations.models import Conversation, Message
@@ -81,9 +83,11 @@ def ensure_room(prompt_tokens: int, context: int, model: LLMModel) -> None:
     """Raise ContextTooLong unless ``prompt_tokens`` leave at least MIN_REPLY_TOKENS of ``context``."""
     if prompt_tokens + MIN_REPLY_TOKENS > context:
         raise ContextTooLong(
-            f"This conversation is too long for {model.display_name or model.name}: it takes {prompt_tokens} "
-            f"tokens and the model reads at most {context}, with room for a reply. Shorten your message or "
-            "start a new conversation."
+            _(
+                "This conversation is too long for %(model)s: it takes %(tokens)d tokens and the model reads at "
+                "most %(context)d, with room for a reply. Shorten your message or start a new conversation."
+            )
+            % {"model": model.display_name or model.name, "tokens": prompt_tokens, "context": context}
         )
 
 
@@ -94,10 +98,13 @@ def request_params(
     request's; raises InvalidInput for an unknown key or a value out of range."""
     params = params or {}
     if not isinstance(params, dict):
-        raise InvalidInput("params must be an object.")
+        raise InvalidInput(_("params must be an object."))
     unknown = sorted(set(params) - set(REQUEST_PARAM_KEYS))
     if unknown:
-        raise InvalidInput(f"Unknown parameter(s): {', '.join(unknown)}. Allowed: {', '.join(REQUEST_PARAM_KEYS)}.")
+        raise InvalidInput(
+            _("Unknown parameter(s): %(unknown)s. Allowed: %(allowed)s.")
+            % {"unknown": ", ".join(unknown), "allowed": ", ".join(REQUEST_PARAM_KEYS)}
+        )
     merged = {
         **(model.default_params or {}),
         **(conversation_params or {}),
@@ -114,18 +121,21 @@ CHAT_TEMPERATURE_MAX = 2
 def conversation_params(params: Any) -> dict[str, Any]:
     """A chat's settings as given (null or a missing key: the model's default), checked; raises InvalidInput."""
     if not isinstance(params, dict):
-        raise InvalidInput("params must be an object.")
+        raise InvalidInput(_("params must be an object."))
     unknown = sorted(set(params) - set(CONVERSATION_PARAM_KEYS))
     if unknown:
-        raise InvalidInput(f"Unknown setting(s): {', '.join(unknown)}. Allowed: {', '.join(CONVERSATION_PARAM_KEYS)}.")
+        raise InvalidInput(
+            _("Unknown setting(s): %(unknown)s. Allowed: %(allowed)s.")
+            % {"unknown": ", ".join(unknown), "allowed": ", ".join(CONVERSATION_PARAM_KEYS)}
+        )
     kept = {key: value for key, value in params.items() if value is not None}
     for key, value in kept.items():
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInput(f"{key} must be a number.")
+            raise InvalidInput(_("%(key)s must be a number.") % {"key": key})
     if "max_tokens" in kept and not isinstance(kept["max_tokens"], int):
-        raise InvalidInput("max_tokens must be a whole number.")
+        raise InvalidInput(_("max_tokens must be a whole number."))
     if not 0 <= kept.get("temperature", 0) <= CHAT_TEMPERATURE_MAX:  # the settings panel's range, as OpenAI's
-        raise InvalidInput(f"temperature must be between 0 and {CHAT_TEMPERATURE_MAX}.")
+        raise InvalidInput(_("temperature must be between 0 and %(max)s.") % {"max": CHAT_TEMPERATURE_MAX})
     sampling_params(kept)
     return kept
 

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from django.contrib.postgres.search import SearchQuery, SearchVector
 from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils.translation import gettext as _
 
 from accounts import rows
 from accounts.models import User
@@ -86,7 +87,7 @@ def _parse_cursor(cursor: str) -> tuple[bool, datetime, UUID]:
             raise ValueError(updated_at)
         return pinned == "1", when, UUID(last_id)
     except ValueError:
-        raise InvalidInput("after must be a cursor from an earlier page.") from None
+        raise InvalidInput(_("after must be a cursor from an earlier page.")) from None
 
 
 def conversation_get(*, user: User, conversation_id: UUID | str, lock: bool = False) -> Conversation:
@@ -94,7 +95,7 @@ def conversation_get(*, user: User, conversation_id: UUID | str, lock: bool = Fa
     sql, columns = _conversation_statement(lock)
     found = rows.fetch(Conversation, sql, [_uuid(conversation_id), user.pk])
     if not found:
-        raise NotFound("Conversation not found.")
+        raise NotFound(_("Conversation not found."))
     return columns.instance(found[0])
 
 
@@ -104,7 +105,7 @@ def conversation_with_branch(*, user: User, conversation_id: UUID | str) -> tupl
     conversation_id = _uuid(conversation_id)
     found = rows.fetch(Conversation, sql, [conversation_id, user.pk])
     if not found:
-        raise NotFound("Conversation not found.")
+        raise NotFound(_("Conversation not found."))
     split = len(conversation_columns)
     conversation = conversation_columns.instance(found[0][:split])
     if found[0][split] is None:  # no message yet (the message id, first of its columns, is NULL)
@@ -116,7 +117,7 @@ def conversation_with_branch(*, user: User, conversation_id: UUID | str) -> tupl
 def conversation_branch(*, user: User, conversation: Conversation) -> list[BranchMessage]:
     """The shown branch, root first, down to the current leaf."""
     if conversation.owner_id != user.pk:
-        raise NotFound("Conversation not found.")
+        raise NotFound(_("Conversation not found."))
     if conversation.current_leaf_id is None:
         return []
     return _with_siblings(_branch(conversation.pk, conversation.current_leaf_id))
@@ -139,7 +140,7 @@ def message_get(*, user: User, message_id: UUID | str) -> Message:
         Message.objects.select_related("conversation").filter(conversation__owner=user, pk=_uuid(message_id)).first()
     )
     if message is None:
-        raise NotFound("Message not found.")
+        raise NotFound(_("Message not found."))
     return message
 
 
@@ -151,7 +152,7 @@ def generation_get(*, user: User, generation_id: UUID | str) -> Message:
         .first()
     )
     if message is None:
-        raise NotFound("Generation not found.")
+        raise NotFound(_("Generation not found."))
     return message
 
 
@@ -281,7 +282,7 @@ def _uuid(value: Any) -> UUID:
     try:
         return value if isinstance(value, UUID) else uuid.UUID(str(value))
     except ValueError:
-        raise NotFound("Not found.") from None
+        raise NotFound(_("Not found.")) from None
 
 
 def _search_query(text: str) -> SearchQuery | None:

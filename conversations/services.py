@@ -10,6 +10,7 @@ from uuid import UUID
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from accounts.selectors import user_can_chat
@@ -87,8 +88,10 @@ def message_send(
             parent = _parent(conversation, user, parent_id)
             if expect_leaf and conversation.current_leaf_id != (parent.pk if parent else None):
                 raise Stale(
-                    "This chat has new messages, sent from another tab or device: they are shown now. "
-                    "Send yours again to continue after them."
+                    _(
+                        "This chat has new messages, sent from another tab or device: they are shown now. "
+                        "Send yours again to continue after them."
+                    )
                 )
         limits.check_model(plan, llm)
         merged = prompts.request_params(llm, params, conversation.params)
@@ -127,9 +130,9 @@ def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
         original = _locked_message(user, message_id)
         conversation = original.conversation
         if original.role != Message.Role.ASSISTANT:
-            raise InvalidInput("Only a reply can be regenerated.")
+            raise InvalidInput(_("Only a reply can be regenerated."))
         if not original.is_finished:
-            raise InvalidInput("This reply is still being written: stop it first.")
+            raise InvalidInput(_("This reply is still being written: stop it first."))
         question = original.parent
         assert question is not None  # every reply answers a user message
         llm = _model(conversation.model)
@@ -157,9 +160,9 @@ def message_continue(*, user: User, message_id: UUID | str) -> Turn:
         original = _locked_message(user, message_id)
         conversation = original.conversation
         if original.role != Message.Role.ASSISTANT or original.status != Message.Status.COMPLETED:
-            raise InvalidInput("Only a finished reply can be continued.")
+            raise InvalidInput(_("Only a finished reply can be continued."))
         if original.finish_reason != "length":
-            raise InvalidInput("This reply is complete: only a reply cut at its length limit can be continued.")
+            raise InvalidInput(_("This reply is complete: only a reply cut at its length limit can be continued."))
         llm = _model(conversation.model)
         limits.check_model(plan, llm)
         path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=original.pk)
@@ -184,7 +187,7 @@ def message_edit(*, user: User, message_id: UUID | str, content: str) -> Turn:
         original = _locked_message(user, message_id)
         conversation = original.conversation
         if original.role != Message.Role.USER:
-            raise InvalidInput("Only your own messages can be edited.")
+            raise InvalidInput(_("Only your own messages can be edited."))
         llm = _model(conversation.model)
         limits.check_model(plan, llm)
         path = (
@@ -242,9 +245,9 @@ def conversation_switch_branch(*, user: User, message_id: UUID | str) -> Convers
 def conversation_rename(*, user: User, conversation_id: UUID | str, title: str) -> Conversation:
     title = " ".join((title or "").split())
     if not title:
-        raise InvalidInput("A title cannot be empty.")
+        raise InvalidInput(_("A title cannot be empty."))
     if len(title) > MAX_TITLE_CHARS:
-        raise InvalidInput(f"A title has at most {MAX_TITLE_CHARS} characters.")
+        raise InvalidInput(_("A title has at most %(count)d characters.") % {"count": MAX_TITLE_CHARS})
     return _update(user, conversation_id, title=title, title_is_provisional=False)
 
 
@@ -300,22 +303,22 @@ def conversation_delete(*, user: User, conversation_id: UUID | str) -> None:
 
 def _check_can_chat(user: User) -> None:
     if not user_can_chat(user):
-        raise NotAllowed("Verify your e-mail address to chat.")
+        raise NotAllowed(_("Verify your e-mail address to chat."))
 
 
 def _clean_content(content: str) -> str:
     if not isinstance(content, str) or not content.strip():
-        raise InvalidInput("A message cannot be empty.")
+        raise InvalidInput(_("A message cannot be empty."))
     if len(content) > MAX_MESSAGE_CHARS:
-        raise InvalidInput(f"A message has at most {MAX_MESSAGE_CHARS} characters.")
+        raise InvalidInput(_("A message has at most %(count)d characters.") % {"count": MAX_MESSAGE_CHARS})
     return content.replace("\x00", "")
 
 
 def _clean_system_prompt(system_prompt: str) -> str:
     if not isinstance(system_prompt, str):
-        raise InvalidInput("The system prompt must be text.")
+        raise InvalidInput(_("The system prompt must be text."))
     if len(system_prompt) > MAX_SYSTEM_PROMPT_CHARS:
-        raise InvalidInput(f"A system prompt has at most {MAX_SYSTEM_PROMPT_CHARS} characters.")
+        raise InvalidInput(_("A system prompt has at most %(count)d characters.") % {"count": MAX_SYSTEM_PROMPT_CHARS})
     return system_prompt.replace("\x00", "").strip()
 
 
@@ -333,7 +336,7 @@ def _model(name: str | None) -> LLMModel:
     try:
         return model_get(name)
     except LLMModel.DoesNotExist:
-        message = f"Unknown model {name!r}." if name else "No model is available."
+        message = _("Unknown model %(name)s.") % {"name": repr(name)} if name else _("No model is available.")
         raise InvalidInput(message, "model_not_found") from None
 
 
@@ -355,13 +358,13 @@ def _parent(conversation: Conversation, user: User, parent_id: UUID | str | None
     else:
         parent = selectors.message_get(user=user, message_id=parent_id)
         if parent.conversation_id != conversation.pk:
-            raise NotFound("Message not found.")
+            raise NotFound(_("Message not found."))
     if parent is None:
         return None
     if parent.role != Message.Role.ASSISTANT:
-        raise InvalidInput("A message follows a reply.")
+        raise InvalidInput(_("A message follows a reply."))
     if not parent.is_finished:
-        raise InvalidInput("The reply is still being written: wait for it or stop it first.")
+        raise InvalidInput(_("The reply is still being written: wait for it or stop it first."))
     return parent
 
 
@@ -446,10 +449,10 @@ def message_feedback(*, user: User, message_id: UUID | str, rating: int | None) 
     """The user's thumbs up (1), down (-1) or neither (None) on one of their finished replies. Raises NotFound,
     InvalidInput (not a finished reply, or another rating)."""
     if rating not in (1, -1, None):
-        raise InvalidInput("rating must be 1, -1 or null.")
+        raise InvalidInput(_("rating must be 1, -1 or null."))
     message = selectors.message_get(user=user, message_id=message_id)
     if message.role != Message.Role.ASSISTANT or not message.is_finished:
-        raise InvalidInput("Only a finished reply can be rated.")
+        raise InvalidInput(_("Only a finished reply can be rated."))
     message.feedback = rating
     message.save(update_fields=["feedback", "updated_at"])
     return message

@@ -11,6 +11,7 @@ import secrets
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from accounts.models import User
 from conversations import selectors
@@ -36,14 +37,16 @@ def share_create(*, user: User, conversation_id: str) -> SharedLink:
         if entry.message.role == Message.Role.USER or entry.message.status in SHOWN_STATUSES
     ]
     if not any(message["role"] == Message.Role.ASSISTANT for message in messages):
-        raise InvalidInput("There is nothing to share yet: wait for a reply first.")
+        raise InvalidInput(_("There is nothing to share yet: wait for a reply first."))
     if share_list(user=user).count() >= MAX_LINKS:
-        raise InvalidInput(f"You have {MAX_LINKS} shared links: revoke some in Settings → Shared links first.")
+        raise InvalidInput(
+            _("You have %(count)d shared links: revoke some in Settings → Shared links first.") % {"count": MAX_LINKS}
+        )
     return SharedLink.objects.create(
         token=secrets.token_urlsafe(32),
         conversation=conversation,
         owner=user,
-        title=conversation.title or "Shared chat",
+        title=conversation.title or _("Shared chat"),
         messages=messages,
     )
 
@@ -57,7 +60,7 @@ def share_revoke(*, user: User, share_id: int) -> SharedLink:
     """Stop a link working at once. Raises NotFound for another user's, a revoked or no link."""
     link = share_list(user=user).filter(pk=share_id).first()
     if link is None:
-        raise NotFound("Shared link not found.")
+        raise NotFound(_("Shared link not found."))
     link.revoked_at = timezone.now()
     link.save(update_fields=["revoked_at"])
     return link
@@ -68,5 +71,5 @@ def share_get_public(*, token: str) -> SharedLink:
     owner's account deactivated)."""
     link = SharedLink.objects.filter(token=token, revoked_at__isnull=True, owner__is_active=True).first()
     if link is None:
-        raise NotFound("This shared link does not exist or was revoked.")
+        raise NotFound(_("This shared link does not exist or was revoked."))
     return link

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.translation import get_language
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from kombu.exceptions import OperationalError as BrokerError
@@ -157,7 +158,7 @@ def project_edit(request: HttpRequest, project_id: UUID) -> HttpResponse:
         except (InvalidInput, NotFound) as exc:
             form.add_error(None, exc.message)
         else:
-            messages.success(request, "The project is saved.")
+            messages.success(request, _("The project is saved."))
             return redirect("conversations:project", project.pk)
     return render(request, "chat/project_form.html", {"form": form, "project": project})
 
@@ -174,8 +175,10 @@ def project_delete(request: HttpRequest, project_id: UUID) -> HttpResponse:
         raise Http404("Project not found.") from None
     if request.method == "POST":
         moved = projects.project_delete(user=user, project_id=project.pk)
-        kept = f" Its chats ({moved}) are back in your chat list." if moved else ""
-        messages.success(request, f"The project “{project.name}” is deleted.{kept}")
+        said = _("The project “%(name)s” is deleted.") % {"name": project.name}
+        if moved:
+            said += " " + _("Its chats (%(count)d) are back in your chat list.") % {"count": moved}
+        messages.success(request, said)
         return redirect("home")
     chats = projects.project_conversations(user=user, project=project).count()
     return render(request, "chat/project_delete.html", {"project": project, "chats": chats})
@@ -193,10 +196,9 @@ def document_upload(request: HttpRequest) -> JsonResponse:
     user: User = request.user  # type: ignore[assignment]
     upload = request.FILES.get("file")
     if upload is None:
-        return JsonResponse({"error": "Choose a file to attach."}, status=400)
+        return JsonResponse({"error": _("Choose a file to attach.")}, status=400)
     if upload.size is not None and upload.size > documents.MAX_BYTES:
-        mb = documents.MAX_BYTES // (1024 * 1024)
-        return JsonResponse({"error": f"“{upload.name}” is too large: a file may have at most {mb} MB."}, status=400)
+        return JsonResponse({"error": documents.too_large(upload.name or "")}, status=400)
     try:
         document = documents.document_upload(
             user=user, name=upload.name or "", data=upload.read(), language=get_language()
@@ -246,7 +248,7 @@ def settings_shared_links(request: HttpRequest) -> HttpResponse:
             link = sharing.share_revoke(user=user, share_id=int(request.POST.get("revoke", "")))
         except (ValueError, NotFound):
             raise Http404("No such shared link.") from None
-        messages.success(request, f"The link to “{link.title}” is revoked: it no longer opens.")
+        messages.success(request, _("The link to “%(title)s” is revoked: it no longer opens.") % {"title": link.title})
         return redirect("conversations:settings_shared_links")
     context = {"links": sharing.share_list(user=user), "section": "shared_links"}
     return render(request, "chat/settings_shared_links.html", context)
@@ -272,9 +274,9 @@ def settings_export(request: HttpRequest) -> HttpResponse:
             tasks.export_build.delay(export.pk)
         except (*UNAVAILABLE_ERRORS, BrokerError):
             export.delete()
-            messages.error(request, "Djinn cannot start the export right now. Try again in a minute.")
+            messages.error(request, _("Djinn cannot start the export right now. Try again in a minute."))
         else:
-            messages.success(request, "Your export is being prepared: it appears below when it is ready.")
+            messages.success(request, _("Your export is being prepared: it appears below when it is ready."))
         return redirect("conversations:settings_export")
     exports.export_forget_old(user=user)
     listed = list(exports.export_list(user=user))

@@ -1,6 +1,6 @@
-"""Prometheus metrics of generations and engines.
+"""Prometheus metrics of generations, engines, the task queues and the dependencies.
 
-The web process serves them at /metrics (django-prometheus); an inference worker, which has no HTTP
+The web process serves them at /metrics (django-prometheus); a Celery worker, which has no HTTP
 server, serves its own on DJINN_WORKER_METRICS_PORT when that is set.
 """
 
@@ -14,7 +14,10 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import redis
 from django.conf import settings
+from django.db import connection
+from django.db.utils import Error as DatabaseError
 from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -70,6 +73,68 @@ class EngineCollector(Collector):
             yield family
 
 
+class DependencyCollector(Collector):
+    """At scrape time: whether PostgreSQL and Redis answer this process (djinn_dependency_up) and how many
+    tasks wait in each Celery queue (djinn_queue_length, read from the broker). Each worker reports the same
+    queue lengths; the alerting rules take their max. Redis is asked on a connection of its own with short
+    timeouts, so that a Redis that does not answer makes the scrape say so rather than hang."""
+
+    def __init__(self, *, queues: tuple[str, ...] = ("inference", "default"), redis_url: str | None = None) -> None:
+        self.queues = queues
+        self.redis_url = redis_url
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:  # the names, without asking anybody at registration
+        yield from self._families()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up, queues = self._families()
+        up.add_metric(["postgresql"], float(_database_answers()))
+        lengths = _queue_lengths(self.redis_url or settings.REDIS_URL, self.queues)
+        up.add_metric(["redis"], float(lengths is not None))
+        for queue, length in (lengths or {}).items():
+            queues.add_metric([queue], float(length))
+        yield up
+        yield queues
+
+    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "djinn_dependency_up",
+                "Whether PostgreSQL or Redis answers this process (1) or not (0).",
+                labels=["dependency"],
+            ),
+            GaugeMetricFamily("djinn_queue_length", "Tasks waiting in a Celery queue of the broker.", labels=["queue"]),
+        )
+
+
+def _database_answers() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except DatabaseError as exc:
+        logger.warning("metrics: database unreachable", extra={"error": str(exc)})
+        return False
+    finally:
+        connection.close()  # each scrape runs in a thread of its own: give the connection back
+
+
+def _queue_lengths(url: str, queues: tuple[str, ...]) -> dict[str, int] | None:
+    """LLEN of each queue's list (kombu's Redis transport keeps a queue's messages in a list of its name);
+    None when Redis does not answer."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        pipeline = client.pipeline(transaction=False)
+        for queue in queues:
+            pipeline.llen(queue)
+        return dict(zip(queues, pipeline.execute(), strict=True))
+    except redis.RedisError as exc:
+        logger.warning("metrics: redis unreachable", extra={"error": str(exc)})
+        return None
+    finally:
+        client.close()
+
+
 def generation_started(model: str) -> None:
     GENERATIONS_STARTED.labels(model).inc()
 
@@ -94,19 +159,20 @@ def generation_finished(
             GENERATION_TOKENS.labels(model, kind).inc(count)
 
 
-_collector_registered = False
+_collectors_registered = False
 
 
-def register_engine_collector() -> None:
-    global _collector_registered
-    if not _collector_registered:
+def register_worker_collectors() -> None:
+    global _collectors_registered
+    if not _collectors_registered:
         REGISTRY.register(EngineCollector())
-        _collector_registered = True
+        REGISTRY.register(DependencyCollector())
+        _collectors_registered = True
 
 
 def start_worker_metrics_server() -> None:
     """Serve this worker's metrics on DJINN_WORKER_METRICS_PORT (0: not at all)."""
-    register_engine_collector()
+    register_worker_collectors()
     port = settings.DJINN_WORKER_METRICS_PORT
     if not port:
         return
