@@ -58,6 +58,7 @@ bench: $(DEV_STAMP)
 	$(PY) benchmarks/serving_bench.py
 	$(PY) benchmarks/api_bench.py
 	$(PY) benchmarks/limits_bench.py
+	$(PY) benchmarks/documents_bench.py
 
 # The fault suite: real processes on loopback, PostgreSQL and Redis behind faulty proxies; one line per
 # scenario, exit 1 on any violation. `make test` runs its short form (tests/test_chaos.py).

@@ -23,7 +23,8 @@ from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank, SearchVector
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.formats import number_format
 from django.utils.translation import gettext as _
@@ -47,6 +48,12 @@ PASSAGE_CHARS = 700  # about 150-200 tokens of English: a few fit even a small c
 SOURCES_SHARE = 0.5
 REPLY_ROOM = 512
 _MAX_QUERY_WORDS = 32
+# Choosing passages: text is at most this many characters a token (English is about 4), so a chat's documents
+# with more characters than that times the budget cannot fit whole; the best ranked _MOST_CANDIDATES are tried,
+# until less than _SMALLEST_PASSAGE_TOKENS of the budget is left.
+_MOST_CHARS_PER_TOKEN = 6
+_MOST_CANDIDATES = 200
+_SMALLEST_PASSAGE_TOKENS = 24
 
 TEXT_EXTENSIONS = {".txt": "text", ".text": "text", ".log": "text", ".csv": "text", ".tsv": "text"}
 MARKDOWN_EXTENSIONS = {".md": "markdown", ".markdown": "markdown", ".rst": "markdown"}
@@ -308,25 +315,52 @@ def select_sources(
     if budget <= 0:
         return []
     tokenizer = runtime.get_tokenizer(model)
-    passages = list(
+
+    def size(passage: DocumentPassage) -> int:
+        return len(tokenizer.encode(passage.text)) + 12  # 12: its label
+
+    in_order = (
         DocumentPassage.objects.filter(in_chat).select_related("document").order_by("document__created_at", "part")
     )
-    sizes = {passage.pk: len(tokenizer.encode(passage.text)) + 12 for passage in passages}  # 12: its label
-    if sum(sizes.values()) <= budget:
-        chosen = passages
-    else:
-        ranked = _ranked(in_chat, question) or [p.pk for p in passages if p.part == 1]
-        by_id = {passage.pk: passage for passage in passages}
-        chosen, used = [], 0
-        for passage_id in ranked:
-            if used + sizes[passage_id] <= budget:
-                chosen.append(by_id[passage_id])
-                used += sizes[passage_id]
-        chosen.sort(key=lambda p: (p.document.created_at, p.part))
-    return [
-        {"document": str(p.document_id), "name": p.document.name, "part": p.part, "page": p.page, "text": p.text}
-        for p in chosen
-    ]
+    # Tokenizing is the cost here (a 1 MB file is some 250,000 tokens): documents far longer than the budget in
+    # characters are not counted whole, they go straight to the ranking, which counts only what it takes.
+    characters = in_order.aggregate(total=Sum(Length("text")))["total"] or 0
+    if characters <= budget * _MOST_CHARS_PER_TOKEN:
+        passages = list(in_order)
+        if sum(size(passage) for passage in passages) <= budget:
+            return [_source(passage) for passage in passages]
+    ranked = _ranked(in_chat, question)
+    candidates = (
+        _in_order_of(ranked[:_MOST_CANDIDATES])
+        if ranked
+        else list(in_order[:_MOST_CANDIDATES])  # no word matches: the beginning of the documents
+    )
+    chosen, used = [], 0
+    for passage in candidates:
+        if budget - used < _SMALLEST_PASSAGE_TOKENS:
+            break
+        tokens = size(passage)
+        if used + tokens <= budget:
+            chosen.append(passage)
+            used += tokens
+    chosen.sort(key=lambda p: (p.document.created_at, p.part))
+    return [_source(passage) for passage in chosen]
+
+
+def _in_order_of(ids: list[int]) -> list[DocumentPassage]:
+    found = DocumentPassage.objects.select_related("document").in_bulk(ids)
+    return [found[pk] for pk in ids if pk in found]
+
+
+def _source(passage: DocumentPassage) -> dict[str, Any]:
+    document = passage.document
+    return {
+        "document": str(document.pk),
+        "name": document.name,
+        "part": passage.part,
+        "page": passage.page,
+        "text": passage.text,
+    }
 
 
 def _ranked(in_chat: Q, question: str) -> list[int]:

@@ -41,3 +41,20 @@ def test_serving_bench_quick_measures_all_three_paths_and_cleans_up(chat_model_p
     marks = (scratch["worker"], f"--port {scratch['port']}")  # the worker's node name, uvicorn's port
     commands = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])]
     assert not [command for command in commands if any(mark in command for mark in marks)]
+
+
+def test_documents_bench_finds_the_answer_and_drops_its_database() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/documents_bench.py", "--rounds", "1", "--megabytes", "0.05"],
+        cwd=BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["benchmark"] == "documents"
+    assert report["medians_ms"]["select passages"] > 0 and report["medians_ms"]["passages chosen"] >= 1
+    base = serving_stack.base_database_url()
+    assert not serving_stack.database_exists(base, base.rsplit("/", 1)[-1].split("?")[0] + "_docbench")
