@@ -202,6 +202,30 @@ def test_an_unknown_conversation_is_a_json_404(api_client, conversation_id, deta
     assert response.json() == {"detail": detail, "code": "not_found"}
 
 
+def test_the_api_answers_in_english_to_a_user_who_chose_german_and_to_a_german_browser(make_api_client, client):
+    # Given a user whose pages are German, calling with a key and with the session of their browser
+    user = UserFactory(language="de")
+    api_client = make_api_client(user)
+    client.force_login(user)
+    conversation = ConversationFactory(owner=user)
+
+    # When both ask for what is not there, and one renames a chat to nothing
+    by_key = api_client.get("/api/v1/conversations/00000000-0000-0000-0000-000000000000", HTTP_ACCEPT_LANGUAGE="de")
+    by_session = client.get(
+        "/api/v1/conversations/00000000-0000-0000-0000-000000000000", headers={"accept-language": "de"}
+    )
+    renamed = api_client.patch(
+        f"/api/v1/conversations/{conversation.pk}", {"title": " "}, format="json", HTTP_ACCEPT_LANGUAGE="de"
+    )
+
+    # Then the answers are in English, as API clients expect
+    assert by_key.json() == {"detail": "Conversation not found.", "code": "not_found"}
+    assert by_session.json() == {"detail": "Conversation not found.", "code": "not_found"}
+    assert by_key["Content-Language"] == "en"
+    assert renamed.status_code == 400
+    assert "A title cannot be empty." in str(renamed.json())
+
+
 def test_renaming_pinning_and_archiving_in_one_request(api_client, api_user):
     conversation = ConversationFactory(owner=api_user, title="Old title")
 
