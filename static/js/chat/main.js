@@ -115,7 +115,7 @@ const sidebar = new Sidebar($("[data-sidebar]"), data.conversations, data.conver
   send: (frame) => socket.send(frame),
   askDelete: (conversation) => {
     state.deleting = conversation;
-    $("[data-delete-title]").textContent = conversation.title || "this chat";
+    $("[data-delete-title]").textContent = conversation.title || gettext("this chat");
     deleteDialog.showModal();
   },
   notify: (message) => toast(message),
@@ -226,7 +226,13 @@ function onFinished(id, message, error) {
   if (state.generation?.id !== id) return;
   state.generation = null;
   const status = message?.status;
-  announce(error ? `The reply failed: ${error}` : status === "cancelled" ? "Reply stopped." : "Reply complete.");
+  announce(
+    error
+      ? interpolate(gettext("The reply failed: %(error)s"), { error }, true)
+      : status === "cancelled"
+        ? gettext("Reply stopped.")
+        : gettext("Reply complete."),
+  );
   updateComposer();
 }
 
@@ -264,7 +270,7 @@ function onError(code, message, clientId) {
     autosize();
     // Over a plan's limit: the message says when to send again; the link shows the plans with more.
     const limited = code === "rate_limit_exceeded" || code === "insufficient_quota";
-    showComposerError(message, limited ? { href: data.billing_url, text: "See plans and usage" } : null);
+    showComposerError(message, limited ? { href: data.billing_url, text: gettext("See plans and usage") } : null);
     updateComposer();
     return;
   }
@@ -279,8 +285,8 @@ function onError(code, message, clientId) {
 
 /** @param {Conversation} conversation */
 function showConversation(conversation) {
-  titleElement.textContent = conversation.title || "New chat";
-  document.title = `${conversation.title || "New chat"} · Djinn`;
+  titleElement.textContent = conversation.title || gettext("New chat");
+  document.title = `${conversation.title || gettext("New chat")} · Djinn`;
   if (conversation.model && [...modelPicker.options].some((option) => option.value === conversation.model)) {
     modelPicker.value = conversation.model;
   }
@@ -310,13 +316,16 @@ function showProject(projectId) {
 function showConnection(connectionState, retryInMs) {
   connection.dataset.state = connectionState;
   const label = {
-    connecting: "Connecting…",
-    open: "Connected",
-    reconnecting: retryInMs > 0 ? `Reconnecting in ${Math.ceil(retryInMs / 1000)} s…` : "Reconnecting…",
-    offline: "Offline",
+    connecting: gettext("Connecting…"),
+    open: gettext("Connected"),
+    reconnecting:
+      retryInMs > 0
+        ? interpolate(gettext("Reconnecting in %(seconds)s s…"), { seconds: Math.ceil(retryInMs / 1000) }, true)
+        : gettext("Reconnecting…"),
+    offline: gettext("Offline"),
   }[connectionState];
   /** @type {HTMLElement} */ ($("[data-connection-label]")).textContent = label;
-  connection.title = connectionState === "open" ? "Connected to Djinn" : label;
+  connection.title = connectionState === "open" ? gettext("Connected to Djinn") : label;
   updateComposer();
 }
 
@@ -326,7 +335,7 @@ function updateComposer() {
   sendButton.hidden = generating;
   stopButton.hidden = !generating;
   stopButton.disabled = Boolean(state.generation?.stopping);
-  stopButton.setAttribute("aria-label", state.generation?.stopping ? "Stopping" : "Stop generating");
+  stopButton.setAttribute("aria-label", state.generation?.stopping ? gettext("Stopping") : gettext("Stop generating"));
   sendButton.disabled = busy || !socket.isOpen;
   thread.setBusy(busy);
   app.classList.toggle("is-generating", generating);
@@ -363,7 +372,7 @@ function toast(message) {
   const close = document.createElement("button");
   close.type = "button";
   close.className = "toast-close";
-  close.setAttribute("aria-label", "Dismiss");
+  close.setAttribute("aria-label", gettext("Dismiss"));
   close.textContent = "×";
   close.addEventListener("click", () => element.remove());
   element.append(text, close);
@@ -383,7 +392,7 @@ function recoverPending(pending) {
     for (const article of pending.articles) article.remove();
     if (pending.content && !input.value.trim()) input.value = pending.content;
     autosize();
-    showComposerError("The connection dropped while sending. Your message is kept: send it again.");
+    showComposerError(gettext("The connection dropped while sending. Your message is kept: send it again."));
   }
 }
 
@@ -432,7 +441,7 @@ function heard(id) {
 /** The server lost the reply's stream for a moment (its Redis was away): watch again after a pause. @param {string} id */
 function onInterrupted(id) {
   if (state.generation?.id !== id) return;
-  announce("Reconnecting to the reply…");
+  announce(gettext("Reconnecting to the reply…"));
   window.setTimeout(() => {
     const generation = state.generation;
     if (generation?.id === id) socket.send({ type: "generation.watch", id, after: generation.lastSeq });
@@ -462,12 +471,12 @@ function send() {
   const content = input.value.trim();
   composerError.hidden = true;
   if (!content) {
-    showComposerError("Write a message first.");
+    showComposerError(gettext("Write a message first."));
     return;
   }
   if (state.generation || state.pending) return;
   if (state.files.some((file) => file.id === null)) {
-    showComposerError("A file is still being attached: send once it is ready.");
+    showComposerError(gettext("A file is still being attached: send once it is ready."));
     return;
   }
   const attached = state.files.map((file) => ({ id: /** @type {string} */ (file.id), name: file.name, kind: "", size_bytes: file.size }));
@@ -485,7 +494,7 @@ function send() {
     documents: attached.length ? attached.map((file) => file.id) : null,
   };
   if (!socket.send(frame)) {
-    showComposerError("Not connected. Your message is kept: send it again once the connection is back.");
+    showComposerError(gettext("Not connected. Your message is kept: send it again once the connection is back."));
     return;
   }
   state.pending = { clientId, content, articles: thread.addPending(content, attached), frame };
@@ -502,12 +511,16 @@ function attachFiles(files) {
   composerError.hidden = true;
   for (const file of files) {
     if (state.files.length >= data.documents_max_files) {
-      showComposerError(`A message carries at most ${data.documents_max_files} files.`);
+      showComposerError(
+        interpolate(gettext("A message carries at most %(count)s files."), { count: data.documents_max_files }, true),
+      );
       break;
     }
     if (file.size > data.documents_max_bytes) {
       const mb = Math.floor(data.documents_max_bytes / (1024 * 1024));
-      showComposerError(`“${file.name}” is too large: a file may have at most ${mb} MB.`);
+      showComposerError(
+        interpolate(gettext("“%(name)s” is too large: a file may have at most %(mb)s MB."), { name: file.name, mb }, true),
+      );
       continue;
     }
     const entry = { key: ++fileKeys, name: file.name, size: file.size, id: /** @type {string | null} */ (null) };
@@ -533,10 +546,15 @@ async function upload(entry, file) {
       credentials: "same-origin",
     });
     const answer = response.headers.get("content-type")?.includes("json") ? await response.json() : {};
-    if (response.ok && answer.id) entry.id = answer.id;
-    else error = answer.error ?? `“${file.name}” could not be attached (${response.status}). Try again.`;
+    if (response.ok && answer.id) {
+      entry.id = answer.id;
+    } else {
+      const said = gettext("“%(name)s” could not be attached (%(status)s). Try again.");
+      error = answer.error ?? interpolate(said, { name: file.name, status: response.status }, true);
+    }
   } catch {
-    error = `“${file.name}” could not be attached: the connection failed. Try again.`;
+    const said = gettext("“%(name)s” could not be attached: the connection failed. Try again.");
+    error = interpolate(said, { name: file.name }, true);
   }
   if (!state.files.includes(entry)) {
     if (entry.id) forgetFile(entry.id); // removed while it uploaded
@@ -571,11 +589,11 @@ function showFiles() {
       name.textContent = entry.name;
       const size = document.createElement("span");
       size.className = "file-size";
-      size.textContent = entry.id ? formatSize(entry.size) : "Attaching…";
+      size.textContent = entry.id ? formatSize(entry.size) : gettext("Attaching…");
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "file-remove";
-      remove.setAttribute("aria-label", `Remove ${entry.name}`);
+      remove.setAttribute("aria-label", interpolate(gettext("Remove %(name)s"), { name: entry.name }, true));
       remove.textContent = "×";
       remove.addEventListener("click", () => {
         state.files = state.files.filter((item) => item !== entry);
@@ -607,7 +625,7 @@ function sendTurnCommand(frame) {
   const clientId = newClientId();
   const command = { ...frame, client_id: clientId };
   if (!socket.send(command)) {
-    toast("Not connected: try again in a moment.");
+    toast(gettext("Not connected: try again in a moment."));
     return;
   }
   state.pending = { clientId, content: "", articles: [], frame: command };
@@ -627,7 +645,7 @@ function startEdit(article) {
   const label = document.createElement("label");
   label.className = "visually-hidden";
   label.htmlFor = `edit-${id}`;
-  label.textContent = "Edit your message";
+  label.textContent = gettext("Edit your message");
   const area = document.createElement("textarea");
   area.id = `edit-${id}`;
   area.value = view.text;
@@ -637,11 +655,11 @@ function startEdit(article) {
   const cancel = document.createElement("button");
   cancel.type = "button";
   cancel.className = "button button-ghost button-small";
-  cancel.textContent = "Cancel";
+  cancel.textContent = gettext("Cancel");
   const save = document.createElement("button");
   save.type = "submit";
   save.className = "button button-primary button-small";
-  save.textContent = "Send";
+  save.textContent = gettext("Send");
   buttons.append(cancel, save);
   form.append(label, area, buttons);
 
@@ -680,15 +698,15 @@ async function copyText(button, text) {
   try {
     await navigator.clipboard.writeText(text);
   } catch {
-    toast("Copying is not allowed here: select the text instead.");
+    toast(gettext("Copying is not allowed here: select the text instead."));
     return;
   }
   button.classList.add("is-done");
-  if (button.classList.contains("code-copy")) button.textContent = "Copied";
-  announce("Copied.");
+  if (button.classList.contains("code-copy")) button.textContent = gettext("Copied");
+  announce(gettext("Copied."));
   window.setTimeout(() => {
     button.classList.remove("is-done");
-    if (button.classList.contains("code-copy")) button.textContent = "Copy";
+    if (button.classList.contains("code-copy")) button.textContent = gettext("Copy");
   }, 1500);
 }
 
@@ -719,7 +737,7 @@ function onThreadClick(event) {
       // A second press on the same thumb takes the rating back.
       const rating = Number(button.dataset.rating);
       const frame = { type: "message.feedback", message: id, rating: view?.message.feedback === rating ? null : rating };
-      if (!socket.send(frame)) toast("Not connected: try again in a moment.");
+      if (!socket.send(frame)) toast(gettext("Not connected: try again in a moment."));
       break;
     }
     case "branch-prev":
@@ -728,7 +746,7 @@ function onThreadClick(event) {
       const step = button.dataset.action === "branch-next" ? 1 : -1;
       const target = view.message.sibling_ids[view.message.sibling_index + step];
       if (target && !socket.send({ type: "conversation.switch_branch", message: target })) {
-        toast("Not connected: try again in a moment.");
+        toast(gettext("Not connected: try again in a moment."));
       }
       break;
     }
@@ -849,7 +867,7 @@ sidebarToggle.setAttribute("aria-expanded", String(!narrowScreen.matches));
 shareButton.addEventListener("click", () => {
   if (!state.conversation) return;
   if (!socket.send({ type: "conversation.share", conversation: state.conversation.id })) {
-    toast("Not connected: try again in a moment.");
+    toast(gettext("Not connected: try again in a moment."));
   }
 });
 $("[data-share-copy]").addEventListener("click", (event) => {
@@ -896,7 +914,7 @@ settingsDialog.addEventListener("close", () => {
       socket.send({ type: "conversation.set_params", conversation: id, params }) &&
       (project === (state.conversation.project ?? null) ||
         socket.send({ type: "conversation.set_project", conversation: id, project }));
-    if (!sent) toast("Not connected: the settings were not saved.");
+    if (!sent) toast(gettext("Not connected: the settings were not saved."));
   } else {
     state.draftSystemPrompt = value;
     state.draftParams = params;
@@ -910,7 +928,7 @@ deleteDialog.addEventListener("close", () => {
   state.deleting = null;
   if (deleteDialog.returnValue !== "delete" || !conversation) return;
   if (!socket.send({ type: "conversation.delete", conversation: conversation.id })) {
-    toast("Not connected: the chat was not deleted.");
+    toast(gettext("Not connected: the chat was not deleted."));
   }
 });
 

@@ -199,8 +199,8 @@ function decorateCodeBlock(code) {
   copy.type = "button";
   copy.className = "code-copy";
   copy.dataset.action = "copy-code";
-  copy.textContent = "Copy";
-  copy.setAttribute("aria-label", `Copy ${language || "code"}`);
+  copy.textContent = gettext("Copy");
+  copy.setAttribute("aria-label", language ? interpolate(gettext("Copy %(language)s"), { language }, true) : gettext("Copy code"));
   header.append(label, copy);
   pre.replaceWith(block);
   block.append(header, pre);

@@ -15,9 +15,9 @@ document.addEventListener("click", async (event) => {
   const text = button.closest(".code-block")?.querySelector("code")?.textContent ?? "";
   try {
     await navigator.clipboard.writeText(text);
-    button.textContent = "Copied";
+    button.textContent = gettext("Copied");
   } catch {
-    button.textContent = "Select and copy by hand";
+    button.textContent = gettext("Select and copy by hand");
   }
-  window.setTimeout(() => (button.textContent = "Copy"), 2000);
+  window.setTimeout(() => (button.textContent = gettext("Copy")), 2000);
 });

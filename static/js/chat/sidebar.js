@@ -153,8 +153,8 @@ export class Sidebar {
   }
 
   render() {
-    const groups = this.query ? [{ label: "Results", items: this.items }] : groupByDate(this.items);
-    this.heading.textContent = this.archived ? "Archived chats" : "Chats";
+    const groups = this.query ? [{ label: gettext("Results"), items: this.items }] : groupByDate(this.items);
+    this.heading.textContent = this.archived ? gettext("Archived chats") : gettext("Chats");
     const sections = groups
       .filter((group) => group.items.length > 0)
       .map((group) => {
@@ -171,7 +171,11 @@ export class Sidebar {
     if (sections.length === 0) {
       const empty = document.createElement("p");
       empty.className = "conversation-empty";
-      empty.textContent = this.query ? "No chat matches." : this.archived ? "No archived chats." : "No chats yet.";
+      empty.textContent = this.query
+        ? gettext("No chat matches.")
+        : this.archived
+          ? gettext("No archived chats.")
+          : gettext("No chats yet.");
       sections.push(/** @type {any} */ (empty));
     }
     this.moreObserver.disconnect();
@@ -180,7 +184,7 @@ export class Sidebar {
       more.type = "button";
       more.className = "conversation-load-more";
       more.dataset.loadMore = "";
-      more.textContent = "Load older chats";
+      more.textContent = gettext("Load older chats");
       sections.push(/** @type {any} */ (more));
       this.moreObserver.observe(more);
     }
@@ -202,14 +206,15 @@ export class Sidebar {
     }
     const title = document.createElement("span");
     title.className = "conversation-title";
-    title.textContent = conversation.title || "New chat";
+    title.textContent = conversation.title || gettext("New chat");
     link.append(title);
     if (conversation.id === this.activeId) link.setAttribute("aria-current", "page");
     const more = document.createElement("button");
     more.type = "button";
     more.className = "conversation-more";
     more.dataset.conversationMenu = conversation.id;
-    more.setAttribute("aria-label", `Options for ${conversation.title || "New chat"}`);
+    const name = conversation.title || gettext("New chat");
+    more.setAttribute("aria-label", interpolate(gettext("Options for %(name)s"), { name }, true));
     more.setAttribute("aria-haspopup", "menu");
     more.setAttribute("aria-expanded", "false");
     more.append(icon("more"));
@@ -253,10 +258,10 @@ export class Sidebar {
     if (!conversation) return;
     /** @type {[string, string, import("./icons.js").IconName][]} */
     const entries = [
-      ["rename", "Rename", "rename"],
-      ["pin", conversation.pinned ? "Unpin" : "Pin", "pin"],
-      ["archive", conversation.archived ? "Unarchive" : "Archive", "archive"],
-      ["delete", "Delete", "trash"],
+      ["rename", gettext("Rename"), "rename"],
+      ["pin", conversation.pinned ? gettext("Unpin") : gettext("Pin"), "pin"],
+      ["archive", conversation.archived ? gettext("Unarchive") : gettext("Archive"), "archive"],
+      ["delete", gettext("Delete"), "trash"],
     ];
     this.menu.replaceChildren(
       ...entries.map(([action, label, iconName]) => {
@@ -303,7 +308,7 @@ export class Sidebar {
 
   /** @param {Record<string, unknown>} frame */
   #sendOrWarn(frame) {
-    if (!this.options.send(frame)) this.options.notify("Not connected: try again in a moment.");
+    if (!this.options.send(frame)) this.options.notify(gettext("Not connected: try again in a moment."));
   }
 
   /**
@@ -318,7 +323,7 @@ export class Sidebar {
     input.className = "conversation-rename";
     input.value = conversation.title;
     input.maxLength = 200;
-    input.setAttribute("aria-label", "New name for this chat");
+    input.setAttribute("aria-label", gettext("New name for this chat"));
     let done = false;
     /** @param {boolean} save */
     const finish = (save) => {
@@ -369,12 +374,12 @@ function groupByDate(conversations) {
   midnight.setHours(0, 0, 0, 0);
   const today = midnight.getTime();
   const groups = [
-    { label: "Pinned", items: /** @type {Conversation[]} */ ([]), after: Number.POSITIVE_INFINITY },
-    { label: "Today", items: [], after: today },
-    { label: "Yesterday", items: [], after: today - DAY_MS },
-    { label: "Previous 7 days", items: [], after: today - 7 * DAY_MS },
-    { label: "Previous 30 days", items: [], after: today - 30 * DAY_MS },
-    { label: "Older", items: [], after: Number.NEGATIVE_INFINITY },
+    { label: gettext("Pinned"), items: /** @type {Conversation[]} */ ([]), after: Number.POSITIVE_INFINITY },
+    { label: gettext("Today"), items: [], after: today },
+    { label: gettext("Yesterday"), items: [], after: today - DAY_MS },
+    { label: gettext("Previous 7 days"), items: [], after: today - 7 * DAY_MS },
+    { label: gettext("Previous 30 days"), items: [], after: today - 30 * DAY_MS },
+    { label: gettext("Older"), items: [], after: Number.NEGATIVE_INFINITY },
   ];
   for (const conversation of conversations) {
     const time = Date.parse(conversation.updated_at);

@@ -20,12 +20,15 @@ import { renderMarkdown } from "./markdown.js";
  */
 
 const STICK_TO_BOTTOM_PX = 120;
-const TIME_FORMAT = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
-const DATE_TIME_FORMAT = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "short" });
+// Times, dates and numbers in the page's language (base.html's <html lang>), not the browser's.
+const LANGUAGE = document.documentElement.lang || undefined;
+const TIME_FORMAT = new Intl.DateTimeFormat(LANGUAGE, { hour: "numeric", minute: "2-digit" });
+const DATE_TIME_FORMAT = new Intl.DateTimeFormat(LANGUAGE, { dateStyle: "full", timeStyle: "short" });
+const SIZE_FORMAT = new Intl.NumberFormat(LANGUAGE, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 /** @type {Record<string, string>} */
 const WAIT_STATES = {
-  queued: "Waiting for a free worker…",
-  loading_model: "Loading the model… the first reply after a start takes a moment.",
+  queued: gettext("Waiting for a free worker…"),
+  loading_model: gettext("Loading the model… the first reply after a start takes a moment."),
 };
 
 export class Thread {
@@ -225,7 +228,8 @@ export class Thread {
     main.className = "message-main";
     const heading = document.createElement("h2");
     heading.className = "visually-hidden";
-    heading.textContent = message.role === "user" ? "You said:" : continues ? "Djinn went on:" : "Djinn said:";
+    heading.textContent =
+      message.role === "user" ? gettext("You said:") : continues ? gettext("Djinn went on:") : gettext("Djinn said:");
     const body = document.createElement("div");
     body.className = message.role === "assistant" ? "message-body markdown" : "message-body";
     const note = document.createElement("p");
@@ -259,9 +263,12 @@ export class Thread {
       const nav = document.createElement("div");
       nav.className = "branch-nav";
       nav.setAttribute("role", "group");
-      nav.setAttribute("aria-label", message.role === "user" ? "Versions of this message" : "Versions of this reply");
-      const prev = iconButton("left", "Previous version", "branch-prev");
-      const next = iconButton("right", "Next version", "branch-next");
+      nav.setAttribute(
+        "aria-label",
+        message.role === "user" ? gettext("Versions of this message") : gettext("Versions of this reply"),
+      );
+      const prev = iconButton("left", gettext("Previous version"), "branch-prev");
+      const next = iconButton("right", gettext("Next version"), "branch-next");
       if (message.sibling_index === 0) prev.setAttribute("data-disabled", "");
       if (message.sibling_index === message.sibling_count - 1) next.setAttribute("data-disabled", "");
       prev.disabled = prev.hasAttribute("data-disabled");
@@ -272,9 +279,11 @@ export class Thread {
       nav.append(prev, position, next);
       actions.append(nav);
     }
-    actions.append(iconButton("copy", "Copy", "copy"));
-    if (message.role === "user") actions.append(iconButton("edit", "Edit message", "edit"));
-    if (message.role === "assistant" && isLast) actions.append(iconButton("regenerate", "Regenerate reply", "regenerate"));
+    actions.append(iconButton("copy", gettext("Copy"), "copy"));
+    if (message.role === "user") actions.append(iconButton("edit", gettext("Edit message"), "edit"));
+    if (message.role === "assistant" && isLast) {
+      actions.append(iconButton("regenerate", gettext("Regenerate reply"), "regenerate"));
+    }
     return actions;
   }
 
@@ -299,8 +308,8 @@ export class Thread {
     view.details.replaceChildren();
     if (message.role !== "assistant" || !(message.status === "completed" || message.status === "cancelled")) return;
     for (const [rating, name, label] of /** @type {const} */ ([
-      [1, "thumb-up", "Good reply"],
-      [-1, "thumb-down", "Bad reply"],
+      [1, "thumb-up", gettext("Good reply")],
+      [-1, "thumb-down", gettext("Bad reply")],
     ])) {
       const button = iconButton(name, label, "feedback");
       button.dataset.rating = String(rating);
@@ -338,7 +347,7 @@ export class Thread {
     if (streaming && !view.text) {
       const dots = document.createElement("span");
       dots.className = "typing";
-      dots.setAttribute("aria-label", message.status === "queued" ? "Waiting for the model" : "Thinking");
+      dots.setAttribute("aria-label", message.status === "queued" ? gettext("Waiting for the model") : gettext("Thinking"));
       dots.append(document.createElement("i"), document.createElement("i"), document.createElement("i"));
       view.note.append(dots);
       const said = WAIT_STATES[view.waitState ?? ""];
@@ -349,19 +358,19 @@ export class Thread {
         view.note.append(label);
       }
     } else if (message.status === "cancelled") {
-      view.note.textContent = "Stopped.";
+      view.note.textContent = gettext("Stopped.");
     } else if (message.status === "failed") {
       view.note.classList.add("is-error");
-      view.note.textContent = message.error || "The reply could not be generated.";
+      view.note.textContent = message.error || gettext("The reply could not be generated.");
     } else if (message.finish_reason === "length" && !this.#continued(message.id)) {
-      view.note.textContent = "The reply reached its length limit.";
+      view.note.textContent = gettext("The reply reached its length limit.");
       if (this.entries.at(-1)?.id === message.id) {
         // Only the end of the branch goes on: the page shows what follows it as the same reply.
         const more = document.createElement("button");
         more.type = "button";
         more.className = "button button-secondary button-small continue-button";
         more.dataset.action = "continue";
-        more.textContent = "Continue generating";
+        more.textContent = gettext("Continue generating");
         more.disabled = this.busy;
         view.note.append(" ", more);
       }
@@ -376,7 +385,7 @@ export class Thread {
 export function fileList(attachments) {
   const list = document.createElement("ul");
   list.className = "message-files";
-  list.setAttribute("aria-label", "Attached files");
+  list.setAttribute("aria-label", gettext("Attached files"));
   for (const attachment of attachments) {
     const item = document.createElement("li");
     item.className = "file-chip";
@@ -396,7 +405,7 @@ export function fileList(attachments) {
 export function formatSize(bytes) {
   if (bytes < 1024) return `${bytes} B`;
   if (bytes < 1024 * 1024) return `${Math.round(bytes / 1024)} KB`;
-  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+  return `${SIZE_FORMAT.format(bytes / (1024 * 1024))} MB`;
 }
 
 const SOURCE_EXCERPT_CHARS = 320;
@@ -410,12 +419,14 @@ function sourceList(sources) {
   details.className = "message-sources";
   const summary = document.createElement("summary");
   const names = [...new Set(sources.map((source) => source.name))];
-  summary.textContent = `Sources: ${names.join(", ")}`;
+  summary.textContent = interpolate(gettext("Sources: %(names)s"), { names: names.join(", ") }, true);
   const list = document.createElement("ol");
   for (const source of sources) {
     const item = document.createElement("li");
     const title = document.createElement("strong");
-    title.textContent = `${source.name}${source.page ? `, page ${source.page}` : ""} (part ${source.part})`;
+    title.textContent = source.page
+      ? interpolate(gettext("%(name)s, page %(page)s (part %(part)s)"), source, true)
+      : interpolate(gettext("%(name)s (part %(part)s)"), source, true);
     const excerpt = document.createElement("blockquote");
     excerpt.textContent =
       source.text.length > SOURCE_EXCERPT_CHARS ? `${source.text.slice(0, SOURCE_EXCERPT_CHARS)}…` : source.text;
