@@ -26,16 +26,22 @@ def share_create(*, user: User, conversation_id: str) -> SharedLink:
     """A new link to the conversation's branch as it is now. Raises NotFound, InvalidInput (nothing to show)."""
     conversation = selectors.conversation_get(user=user, conversation_id=conversation_id)
     branch = selectors.conversation_branch(user=user, conversation=conversation)
-    messages = [
-        {
-            "role": entry.message.role,
-            "content": entry.message.content,
-            "model": entry.message.model if entry.message.role == Message.Role.ASSISTANT else "",
-            "created_at": entry.message.created_at.isoformat(),
-        }
-        for entry in branch
-        if entry.message.role == Message.Role.USER or entry.message.status in SHOWN_STATUSES
-    ]
+    messages: list[dict[str, str]] = []
+    for entry in branch:
+        message = entry.message
+        if message.role != Message.Role.USER and message.status not in SHOWN_STATUSES:
+            continue
+        if message.role == Message.Role.ASSISTANT and messages and messages[-1]["role"] == Message.Role.ASSISTANT:
+            messages[-1]["content"] += message.content  # a reply continued ("continue generating") reads as one
+            continue
+        messages.append(
+            {
+                "role": message.role,
+                "content": message.content,
+                "model": message.model if message.role == Message.Role.ASSISTANT else "",
+                "created_at": message.created_at.isoformat(),
+            }
+        )
     if not any(message["role"] == Message.Role.ASSISTANT for message in messages):
         raise InvalidInput(_("There is nothing to share yet: wait for a reply first."))
     if share_list(user=user).count() >= MAX_LINKS:

@@ -74,7 +74,10 @@ def _chat_page(
     request: HttpRequest, *, user: User, conversation: Conversation | None, project: Project | None = None
 ) -> HttpResponse:
     if conversation and conversation.project_id:
-        project = projects.project_get(user=user, project_id=conversation.project_id)
+        try:
+            project = projects.project_get(user=user, project_id=conversation.project_id)
+        except NotFound:  # deleted since the chat was read: the chat is out of it now
+            project = None
     project_list = list(projects.project_list(user=user))
     project_chats = (
         list(projects.project_conversations(user=user, project=project)[: projects.PROJECT_CHATS_SHOWN])

@@ -28,6 +28,24 @@ def test_a_snapshot_holds_the_branch_shown_and_leaves_out_unfinished_replies():
     assert len(link.token) >= 40
 
 
+def test_a_continued_reply_is_one_reply_in_the_snapshot():
+    owner = UserFactory()
+    conversation = ConversationFactory(owner=owner)
+    _question, cut = add_exchange(conversation, question="Tell a story", answer="Once upon a ")
+    going_on = Message.objects.create(
+        conversation=conversation, parent=cut, role=Message.Role.ASSISTANT, content="time, a kettle sang."
+    )
+    conversation.current_leaf = going_on
+    conversation.save(update_fields=["current_leaf"])
+
+    link = sharing.share_create(user=owner, conversation_id=conversation.pk)
+
+    assert [(m["role"], m["content"]) for m in link.messages] == [
+        ("user", "Tell a story"),
+        ("assistant", "Once upon a time, a kettle sang."),
+    ]
+
+
 def test_nobody_shares_or_revokes_another_users_conversation_and_an_empty_chat_has_nothing_to_share(client):
     owner, stranger = UserFactory(), UserFactory()
     conversation = ConversationFactory(owner=owner)
