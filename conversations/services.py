@@ -137,14 +137,7 @@ def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
         assert question is not None  # every reply answers a user message
         llm = _model(conversation.model)
         limits.check_model(plan, llm)
-        path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=question.pk)
-        chat = prompts.chat_messages(owner=user, conversation=conversation, path=path, sources=original.sources)
-        prompt_tokens = prompts.check_fits(chat, llm)
-        conversation.updated_at = timezone.now()
-        conversation.save(update_fields=["updated_at"])
-        reply = _reply(conversation, parent=question, model=llm, params=original.params, sources=original.sources)
-        _reserve(reservation, reply, prompt_tokens, llm)
-        _queue_reply(conversation, reply)
+        reply = _another_reply(reservation, user, conversation, llm, parent=question, like=original)
     return Turn(conversation, question, reply)
 
 
@@ -165,14 +158,7 @@ def message_continue(*, user: User, message_id: UUID | str) -> Turn:
             raise InvalidInput(_("This reply is complete: only a reply cut at its length limit can be continued."))
         llm = _model(conversation.model)
         limits.check_model(plan, llm)
-        path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=original.pk)
-        chat = prompts.chat_messages(owner=user, conversation=conversation, path=path, sources=original.sources)
-        prompt_tokens = prompts.check_fits(chat, llm)
-        conversation.updated_at = timezone.now()
-        conversation.save(update_fields=["updated_at"])
-        reply = _reply(conversation, parent=original, model=llm, params=original.params, sources=original.sources)
-        _reserve(reservation, reply, prompt_tokens, llm)
-        _queue_reply(conversation, reply)
+        reply = _another_reply(reservation, user, conversation, llm, parent=original, like=original)
     return Turn(conversation, original, reply)
 
 
@@ -387,6 +373,28 @@ def _reply(
         params=params,
         sources=sources or [],
     )
+
+
+def _another_reply(
+    reservation: limits.Reservation,
+    user: User,
+    conversation: Conversation,
+    llm: LLMModel,
+    *,
+    parent: Message,
+    like: Message,
+) -> Message:
+    """A reply after ``parent`` with the parameters and document passages of the reply ``like``, reserved and
+    queued, shown from now on (regenerate: beside ``like``; continue: after it). Raises ContextTooLong."""
+    path = selectors.branch_path(conversation_id=conversation.pk, leaf_id=parent.pk)
+    chat = prompts.chat_messages(owner=user, conversation=conversation, path=path, sources=like.sources)
+    prompt_tokens = prompts.check_fits(chat, llm)
+    conversation.updated_at = timezone.now()
+    conversation.save(update_fields=["updated_at"])
+    reply = _reply(conversation, parent=parent, model=llm, params=like.params, sources=like.sources)
+    _reserve(reservation, reply, prompt_tokens, llm)
+    _queue_reply(conversation, reply)
+    return reply
 
 
 def _prompt_with_sources(

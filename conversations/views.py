@@ -63,11 +63,15 @@ def conversation_detail(request: HttpRequest, conversation_id: UUID) -> HttpResp
 def project_detail(request: HttpRequest, project_id: UUID) -> HttpResponse:
     """A project: a new chat in it, above the list of its chats."""
     user: User = request.user  # type: ignore[assignment]
+    project = _project_or_404(user, project_id)
+    return _chat_page(request, user=user, conversation=None, project=project)
+
+
+def _project_or_404(user: User, project_id: UUID) -> Project:
     try:
-        project = projects.project_get(user=user, project_id=project_id)
+        return projects.project_get(user=user, project_id=project_id)
     except NotFound:
         raise Http404("Project not found.") from None
-    return _chat_page(request, user=user, conversation=None, project=project)
 
 
 def _chat_page(
@@ -149,10 +153,7 @@ def project_new(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def project_edit(request: HttpRequest, project_id: UUID) -> HttpResponse:
     user: User = request.user  # type: ignore[assignment]
-    try:
-        project = projects.project_get(user=user, project_id=project_id)
-    except NotFound:
-        raise Http404("Project not found.") from None
+    project = _project_or_404(user, project_id)
     initial = {"name": project.name, "instructions": project.instructions}
     form = ProjectForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -172,10 +173,7 @@ def project_edit(request: HttpRequest, project_id: UUID) -> HttpResponse:
 def project_delete(request: HttpRequest, project_id: UUID) -> HttpResponse:
     """Asks first (GET), deletes on POST; the project's chats stay, back in the chat list."""
     user: User = request.user  # type: ignore[assignment]
-    try:
-        project = projects.project_get(user=user, project_id=project_id)
-    except NotFound:
-        raise Http404("Project not found.") from None
+    project = _project_or_404(user, project_id)
     if request.method == "POST":
         moved = projects.project_delete(user=user, project_id=project.pk)
         said = _("The project “%(name)s” is deleted.") % {"name": project.name}
