@@ -37,8 +37,9 @@ from inference.models import LLMModel
 
 logger = logging.getLogger(__name__)
 
-# The whole upload must fit the request limit that every route has (config.asgi_handler), form fields included.
-MAX_BYTES = settings.DJINN_MAX_REQUEST_BYTES - 64 * 1024
+# A whole number of megabytes (the limit the page states), within the request limit that every route has
+# (config.asgi_handler), form fields included.
+MAX_BYTES = max(1, min(3, (settings.DJINN_MAX_REQUEST_BYTES - 64 * 1024) // (1024 * 1024))) * 1024 * 1024
 MAX_CHARACTERS = 1_000_000  # of extracted text
 MAX_PER_MESSAGE = 5
 MAX_UNSENT = 20  # uploaded and not sent yet, per user

@@ -178,7 +178,7 @@ def project_delete(request: HttpRequest, project_id: UUID) -> HttpResponse:
         moved = projects.project_delete(user=user, project_id=project.pk)
         said = _("The project “%(name)s” is deleted.") % {"name": project.name}
         if moved:
-            said += " " + _("Its chats (%(count)d) are back in your chat list.") % {"count": moved}
+            said += " " + _("Its chats (%(count)d) stay in your chat list.") % {"count": moved}
         messages.success(request, said)
         return redirect("home")
     chats = projects.project_conversations(user=user, project=project).count()

@@ -44,6 +44,16 @@ def test_a_project_groups_chats_and_its_instructions_reach_each_of_them(page: Pa
     expect(page.get_by_text("No chats yet: write below")).to_be_visible()
     expect(page.locator("[data-projects] a[aria-current=page]")).to_have_text("Thesis")
     screenshot(page, "project-new")
+    # On a phone the toolbar keeps its sidebar button and part of the title beside the project's chip.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()  # opened on a phone, not resized into one (the sidebar's slide is not under test here)
+    expect(page.locator("[data-connection]")).to_have_attribute("data-state", "open")
+    assert page.locator("[data-sidebar-toggle]").bounding_box()["width"] >= 30
+    assert page.locator("[data-chat-title]").bounding_box()["width"] >= 40
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "project-phone")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.reload()
 
     # A chat started on the project's page is in the project, with its chip, and the model is sent its instructions.
     expect(page.locator("[data-connection]")).to_have_attribute("data-state", "open")
@@ -89,7 +99,7 @@ def test_a_project_groups_chats_and_its_instructions_reach_each_of_them(page: Pa
     page.get_by_role("link", name="Delete project…").click()
     expect(page.get_by_text("Its 1 chat is kept")).to_be_visible()
     page.get_by_role("button", name="Delete the project").click()
-    deleted = "The project “Thesis” is deleted. Its chats (1) are back in your chat list."
+    deleted = "The project “Thesis” is deleted. Its chats (1) stay in your chat list."
     expect(page.get_by_text(deleted)).to_be_visible()
     expect(page.locator("[data-projects]").get_by_role("link", name="Thesis")).to_have_count(0)
     expect(page.locator(f'[data-conversation-list] [data-conversation-id="{conversation.pk}"]')).to_have_count(1)

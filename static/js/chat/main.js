@@ -598,6 +598,7 @@ function showFiles() {
       remove.addEventListener("click", () => {
         state.files = state.files.filter((item) => item !== entry);
         if (entry.id) forgetFile(entry.id);
+        composerError.hidden = true; // a complaint about the files is answered by removing one
         showFiles();
         input.focus();
       });
