@@ -158,7 +158,7 @@ def document_upload(*, user: User, name: str, data: bytes, language: str | None)
         )
     config = search_config(language)
     with transaction.atomic():
-        _forget_unsent(user)
+        documents_forget_unsent(user=user)
         if Document.objects.filter(owner=user, message=None).count() >= MAX_UNSENT:
             raise InvalidInput(
                 _("%(count)d files are waiting to be sent: send or remove some first.") % {"count": MAX_UNSENT}
@@ -183,8 +183,12 @@ def document_remove(*, user: User, document_id: UUID | str) -> None:
         pass  # a malformed id names nothing
 
 
-def _forget_unsent(user: User) -> None:
-    Document.objects.filter(owner=user, message=None, created_at__lt=timezone.now() - UNSENT_KEEP).delete()
+def documents_forget_unsent(*, user: User | None = None) -> int:
+    """Delete the files uploaded for a message never sent, UNSENT_KEEP on: ``user``'s (on their next upload),
+    or everyone's (the beat task). Returns how many."""
+    unsent = Document.objects.filter(message=None, created_at__lt=timezone.now() - UNSENT_KEEP)
+    _total, by_model = (unsent.filter(owner=user) if user else unsent).delete()
+    return by_model.get(Document._meta.label, 0)
 
 
 def _decode(name: str, data: bytes) -> str:

@@ -88,11 +88,9 @@ def forget_old_exports() -> None:
 @shared_task(name="conversations.tasks.forget_unsent_documents", ignore_result=True)
 def forget_unsent_documents() -> int:
     """Delete files uploaded for a message that was never sent, a day on (beat)."""
-    from conversations.documents import UNSENT_KEEP
-    from conversations.models import Document
+    from conversations.documents import documents_forget_unsent
 
-    _total, by_model = Document.objects.filter(message=None, created_at__lt=timezone.now() - UNSENT_KEEP).delete()
-    return by_model.get("conversations.Document", 0)
+    return documents_forget_unsent()
 
 
 @shared_task(name="conversations.tasks.rollup_recent_days", ignore_result=True)
