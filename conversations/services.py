@@ -135,8 +135,7 @@ def message_regenerate(*, user: User, message_id: UUID | str) -> Turn:
             raise InvalidInput(_("This reply is still being written: stop it first."))
         question = original.parent
         assert question is not None  # every reply answers a user message
-        llm = _model(conversation.model)
-        limits.check_model(plan, llm)
+        llm = _allowed_model(plan, conversation.model)
         reply = _another_reply(reservation, user, conversation, llm, parent=question, like=original)
     return Turn(conversation, question, reply)
 
@@ -156,8 +155,7 @@ def message_continue(*, user: User, message_id: UUID | str) -> Turn:
             raise InvalidInput(_("Only a finished reply can be continued."))
         if original.finish_reason != "length":
             raise InvalidInput(_("This reply is complete: only a reply cut at its length limit can be continued."))
-        llm = _model(conversation.model)
-        limits.check_model(plan, llm)
+        llm = _allowed_model(plan, conversation.model)
         reply = _another_reply(reservation, user, conversation, llm, parent=original, like=original)
     return Turn(conversation, original, reply)
 
@@ -174,8 +172,7 @@ def message_edit(*, user: User, message_id: UUID | str, content: str) -> Turn:
         conversation = original.conversation
         if original.role != Message.Role.USER:
             raise InvalidInput(_("Only your own messages can be edited."))
-        llm = _model(conversation.model)
-        limits.check_model(plan, llm)
+        llm = _allowed_model(plan, conversation.model)
         path = (
             selectors.branch_path(conversation_id=conversation.pk, leaf_id=original.parent_id)
             if original.parent_id
@@ -373,6 +370,13 @@ def _reply(
         params=params,
         sources=sources or [],
     )
+
+
+def _allowed_model(plan: limits.Limits, name: str) -> LLMModel:
+    """The registry's model ``name``, if ``plan`` lets the user use it. Raises InvalidInput, LimitReached."""
+    llm = _model(name)
+    limits.check_model(plan, llm)
+    return llm
 
 
 def _another_reply(
