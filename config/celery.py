@@ -31,9 +31,28 @@ def _load_the_model(sender: object, **kwargs: object) -> None:
     queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
     if queues is None or "inference" not in queues.consume_from:
         return
+    _role["inference"] = True
     from inference.runtime import preload
 
     preload()
+
+
+_role = {"inference": False}
+
+
+@signals.worker_shutting_down.connect
+def _drain_replies(**kwargs: object) -> None:
+    """SIGTERM (a pod deleted, a node drained, Ctrl-C under honcho): Celery's warm shutdown takes no new task
+    and waits for the running ones. An inference worker bounds that wait: its replies get
+    DJINN_INFERENCE_DRAIN_S seconds to finish, then the rest end as interrupted (inference.runtime.stop_after),
+    so the worker exits within its grace period and leaves no reply running. Replies it had not started go
+    back to the queue for another worker (acks_late)."""
+    if _role["inference"]:
+        from django.conf import settings
+
+        from inference.runtime import stop_after
+
+        stop_after(settings.DJINN_INFERENCE_DRAIN_S)
 
 
 @signals.worker_shutdown.connect

@@ -60,9 +60,12 @@ def served_defaults(host: str, *, dev: bool) -> dict[str, str]:
     """What the environment gets where it does not say (a value the user set always wins)."""
     from config import embedded
 
+    # honcho kills what is still running 5 s after Ctrl-C: the inference worker ends its replies before that.
+    drain = {"DJINN_INFERENCE_DRAIN_S": "3"}
     if dev:
-        return {"DJANGO_DEBUG": "1"}
+        return {"DJANGO_DEBUG": "1", **drain}
     return {
+        **drain,
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": embedded.secret_key(),
         "DJANGO_ALLOWED_HOSTS": ",".join(allowed_hosts(host)),

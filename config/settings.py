@@ -383,6 +383,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 # A reply no inference worker took within this long is marked failed by the sweeper (seconds).
 DJINN_GENERATION_QUEUED_TIMEOUT_S = env_int("DJINN_GENERATION_QUEUED_TIMEOUT_S", 15 * 60, minimum=60)
+# On SIGTERM an inference worker lets its replies run this long, then ends the rest as interrupted (keep it
+# under the orchestrator's grace period: Kubernetes' terminationGracePeriodSeconds, honcho's 5 s).
+DJINN_INFERENCE_DRAIN_S = env_int("DJINN_INFERENCE_DRAIN_S", 20, minimum=0)
 # How long the inference worker retries a write that PostgreSQL or Redis refused (a failover, a restart)
 # before it gives up on the generation (seconds).
 DJINN_DB_RETRY_S = env_int("DJINN_DB_RETRY_S", 30, minimum=1)

@@ -20,6 +20,7 @@ from uuid import UUID
 
 import redis
 from celery import shared_task
+from celery.exceptions import Reject
 from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
@@ -27,13 +28,22 @@ from kombu.exceptions import OperationalError as BrokerError
 from accounts.billing.rollups import usage_rollup
 from conversations import exports, generations, titles
 from conversations.rollups import replies_rollup
+from inference import runtime
 from inference.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
 
+def _not_while_stopping() -> None:
+    """A task that reaches an inference worker after it was told to stop (Celery still hands over what its
+    consumer had fetched) goes back to the queue untouched, for another worker (or this one's successor)."""
+    if runtime.stopping():
+        raise Reject("this inference worker is shutting down", requeue=True)
+
+
 @shared_task(name="conversations.tasks.generate_reply", ignore_result=True, bind=True)
 def generate_reply(self: Any, message_id: str) -> None:
+    _not_while_stopping()
     conversation_id = generations.reply_generate(message_id, task_id=self.request.id)
     if conversation_id is not None:
         generate_title.delay(str(conversation_id))
@@ -55,11 +65,13 @@ def reply_enqueue(message_id: UUID | str) -> bool:
 @shared_task(name="conversations.tasks.generate_completion", ignore_result=True, queue="inference")
 def generate_completion(generation_id: str, request: dict[str, Any]) -> None:
     """``request``: the user, API key, model, messages and sampling parameters (completions.completion_start)."""
+    _not_while_stopping()
     generations.completion_generate(generation_id, request)
 
 
 @shared_task(name="conversations.tasks.generate_title", ignore_result=True, queue="inference", bind=True)
 def generate_title(self: Any, conversation_id: str) -> None:
+    _not_while_stopping()
     # A redelivery (its worker died on it) is not run again: a title is not worth a second worker.
     if generations.first_delivery(self.request.id):
         titles.title_generate(conversation_id)

@@ -35,6 +35,8 @@ _engines: dict[tuple[str, str], Engine] = {}
 _checkpoint_infos: dict[str, tuple[Tokenizer, int]] = {}
 # What preload() did: the default model's name, whether it is loaded, why not.
 _preload_state: dict[str, Any] = {"model": None, "loaded": False, "error": None}
+# Set when the worker has been told to stop (SIGTERM): no engine is loaded any more.
+_stopping = threading.Event()
 
 
 def get_engine(model: LLMModel | None = None) -> Engine:
@@ -48,6 +50,8 @@ def get_engine(model: LLMModel | None = None) -> Engine:
     if engine is None:
         with _lock:
             engine = _engines.get(key)
+            if engine is None and _stopping.is_set():
+                raise ModelLoadError("This inference worker is shutting down.")
             if engine is None:
                 path = resolve_model_path(key[1] or None)
                 logger.info("Loading model %s from %s", model.name, path, extra={"model": model.name})
@@ -147,6 +151,30 @@ def count_chat_tokens(
 def engine_stats() -> dict[str, dict[str, Any]]:
     """Each loaded engine's stats, by model name."""
     return {name: engine.stats() for (name, _source), engine in list(_engines.items())}
+
+
+def stopping() -> bool:
+    """Whether this worker has been told to stop (stop_after): a reply it has not started is not its to take."""
+    return _stopping.is_set()
+
+
+def stop_after(drain_s: float) -> threading.Thread:
+    """The worker was told to stop (SIGTERM, Celery's warm shutdown): it takes no new reply, and the replies in
+    progress have ``drain_s`` seconds to finish. Then every engine stops, and the replies still being written
+    end as interrupted (their text so far kept, the reason given), so none is left running when the
+    orchestrator's grace period runs out. The Celery worker exits as soon as its last task returns."""
+    _stopping.set()
+    running = sum(engine.stats().get("running", 0) + engine.stats().get("waiting", 0) for engine in _engines.values())
+    logger.info("Shutting down: %d replies in progress get %.0f s to finish", running, drain_s)
+
+    def run() -> None:
+        time.sleep(drain_s)  # the process has usually exited by then
+        logger.warning("Shutting down: the replies still in progress after %.0f s are interrupted", drain_s)
+        shutdown_engines()
+
+    thread = threading.Thread(target=run, name="djinn-drain", daemon=True)
+    thread.start()
+    return thread
 
 
 def shutdown_engines() -> None:

@@ -111,7 +111,7 @@ def test_make_run_defaults_are_production_settings_with_hosts_from_host(monkeypa
     assert len(served["DJANGO_SECRET_KEY"]) >= 50
     assert run.served_defaults("192.0.2.7", dev=False)["DJANGO_SECRET_KEY"] == served["DJANGO_SECRET_KEY"]
     assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
-    assert run.served_defaults("127.0.0.1", dev=True) == {"DJANGO_DEBUG": "1"}
+    assert run.served_defaults("127.0.0.1", dev=True) == {"DJANGO_DEBUG": "1", "DJINN_INFERENCE_DRAIN_S": "3"}
     assert "[::1]" in run.allowed_hosts("::1")
     assert len(run.allowed_hosts("0.0.0.0")) > 3  # the machine's own name and addresses
 

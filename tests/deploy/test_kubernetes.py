@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 
 import pytest
 import yaml
 
+from config import role
 from tests.deploy.conftest import KUSTOMIZE, OVERLAYS, ROOT, tool
 
 # The oldest Kubernetes we support, and the newest the validator knows.
@@ -38,11 +38,6 @@ def containers(docs: list[dict]) -> list[tuple[str, dict]]:
         for name, spec in pod_specs(docs)
         for container in spec.get("initContainers", []) + spec["containers"]
     ]
-
-
-def procfile() -> dict[str, list[str]]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
-    return {role: shlex.split(command) for role, command in (line.split(": ", 1) for line in lines if line.strip())}
 
 
 def secret_keys_documented() -> set[str]:
@@ -167,27 +162,33 @@ def test_the_migration_job_runs_migrate_against_postgresql_itself(resources, ove
     [container] = job["spec"]["template"]["spec"]["containers"]
     env = {item["name"]: item for item in container["env"]}
 
-    assert container["command"] == ["python", "manage.py", "migrate", "--noinput"]
+    assert container["args"] == ["migrate"]
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "POSTGRES_URL"
 
 
 @overlays
-def test_each_role_runs_its_procfile_command(resources, overlay):
-    commands = {
-        workload: container["command"]
-        for workload, container in containers(resources[overlay])
-        if container["name"] not in {"wait-for-migrations", "migrate", "pgbouncer"}
-    }
-    roles = procfile()
-    web = [{"${HOST:-127.0.0.1}": "0.0.0.0", "$PORT": "8000"}.get(word, word) for word in roles["web"]]
-    beat = [word.replace("${DJINN_VAR_DIR:-var}", "/var/lib/djinn") for word in roles["beat"]]
+def test_each_workload_runs_a_role_of_the_image(resources, overlay):
+    ours = [(name, container) for name, container in containers(resources[overlay]) if container["name"] != "pgbouncer"]
 
-    assert commands == {
-        "djinn-web": [*web, "--forwarded-allow-ips", "*"],
-        "djinn-inference-worker": roles["inference"],
-        "djinn-worker": roles["worker"],
-        "djinn-beat": beat,
-    }
+    # The image's entry point (config.role) picks the command: no manifest repeats one.
+    assert [container["name"] for _, container in ours if "command" in container] == []
+    assert sorted((name, container["name"], container["args"]) for name, container in ours) == [
+        ("djinn-beat", "beat", ["beat"]),
+        ("djinn-inference-worker", "inference-worker", ["inference-worker"]),
+        ("djinn-inference-worker", "wait-for-migrations", ["migrate", "--check"]),
+        ("djinn-migrate", "migrate", ["migrate"]),
+        ("djinn-web", "web", ["web"]),
+        ("djinn-worker", "worker", ["worker"]),
+    ]
+    assert {container["args"][0] for _, container in ours} == set(role.roles())
+
+
+@overlays
+def test_the_inference_worker_drains_within_its_grace_period(resources, overlay):
+    [spec] = [spec for name, spec in pod_specs(resources[overlay]) if name == "djinn-inference-worker"]
+    env = {item["name"]: item["value"] for item in spec["containers"][0]["env"]}
+
+    assert 0 < int(env["DJINN_INFERENCE_DRAIN_S"]) < spec["terminationGracePeriodSeconds"] - 10
 
 
 @overlays

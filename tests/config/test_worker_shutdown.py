@@ -1,0 +1,89 @@
+"""An inference worker told to stop (SIGTERM: a pod deleted, a node drained) leaves no reply running: within
+DJINN_INFERENCE_DRAIN_S its replies finish, after it the rest end as interrupted with their text kept; it takes
+no new reply meanwhile, and a reply queued then is served by the next worker. A real Celery worker, the tiny
+model with a long context so that a reply is still being written when the signal comes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conversations.generations import INTERRUPTED
+from conversations.models import Message
+from conversations.tasks import generate_reply
+from tests.conversations.factories import queued_turn
+from tests.factories import UserFactory
+from tests.inference.engine.conftest import write_chat_model
+from tests.live import wait_for, worker_process
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("llm_model")]
+
+LONG = {"temperature": 0, "max_tokens": 7000}
+
+
+@pytest.fixture(scope="module")
+def long_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_chat_model(tmp_path_factory.mktemp("long-model"), max_position_embeddings=8192)
+
+
+@pytest.fixture
+def long_model(settings, long_model_path):
+    settings.DJINN_MODEL = str(long_model_path)
+    return long_model_path
+
+
+def reload(reply: Message) -> Message:
+    return Message.objects.get(pk=reply.pk)
+
+
+def writing(reply: Message) -> bool:
+    reply = reload(reply)
+    return reply.status == Message.Status.RUNNING and bool(reply.content)
+
+
+def stop(worker, timeout: float = 60) -> float:
+    """SIGTERM, then the seconds until the worker exited (0: cleanly)."""
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=timeout) == 0, worker.log_file.read_text()[-3000:]
+    return time.monotonic() - started
+
+
+def test_replies_still_running_after_the_drain_end_as_interrupted_with_their_text_kept(long_model, tmp_path):
+    user = UserFactory()
+    with worker_process(long_model, tmp_path, queues="inference", DJINN_INFERENCE_DRAIN_S="1") as worker:
+        replies = [queued_turn(user, params=LONG) for _ in range(3)]
+        for reply in replies:
+            generate_reply.delay(str(reply.pk))
+        wait_for(lambda: all(writing(reply) for reply in replies), timeout=60)
+
+        took = stop(worker)
+
+    for reply in map(reload, replies):
+        assert reply.status == Message.Status.FAILED
+        assert reply.error == INTERRUPTED
+        assert reply.content and reply.completion_tokens < LONG["max_tokens"]
+    assert took < 1 + 15, f"the worker took {took:.1f} s to stop after a 1 s drain"
+
+
+def test_within_the_drain_replies_finish_and_a_new_one_waits_for_the_next_worker(long_model, tmp_path):
+    user = UserFactory()
+    with worker_process(long_model, tmp_path, queues="inference", DJINN_INFERENCE_DRAIN_S="120") as worker:
+        running = queued_turn(user, params={"temperature": 0, "max_tokens": 1500})
+        generate_reply.delay(str(running.pk))
+        wait_for(lambda: writing(running), timeout=60)
+
+        worker.send_signal(signal.SIGTERM)
+        later = queued_turn(user, params={"temperature": 0, "max_tokens": 8})
+        generate_reply.delay(str(later.pk))
+        assert worker.wait(timeout=120) == 0, worker.log_file.read_text()[-3000:]
+
+    running = reload(running)
+    assert running.status == Message.Status.COMPLETED and running.completion_tokens == 1500
+    assert reload(later).status == Message.Status.QUEUED  # the stopping worker did not take it
+
+    with worker_process(long_model, tmp_path, queues="inference"):
+        wait_for(lambda: reload(later).status == Message.Status.COMPLETED, timeout=60)
