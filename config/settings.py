@@ -128,13 +128,20 @@ if env_bool("DATABASE_POOL", not TESTING):
 _database.setdefault("OPTIONS", {})["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT_S", 2, minimum=1)
 if "pool" in _database["OPTIONS"]:
     _database["OPTIONS"]["pool"]["timeout"] = env_int("DATABASE_POOL_TIMEOUT_S", 1, minimum=1)
+# DATABASE_URL points at PgBouncer in transaction mode: each transaction may run on another server connection,
+# so nothing may outlive one. No server-side cursors (an iterator() would lose its cursor between fetches), no
+# prepared statements (psycopg prepares a query run 5 times, on one server connection; PgBouncer before 1.21
+# cannot follow), and no "options" startup parameter (PgBouncer refuses it): set the statement timeout on the
+# database role instead (ALTER ROLE djinn SET statement_timeout = '30s'). Django's other session state, the
+# time zone, is a parameter PgBouncer tracks and restores per client.
+DATABASE_PGBOUNCER = env_bool("DATABASE_PGBOUNCER", False)
 # A statement that runs longer than this is cancelled by the server (0: never). Migrations run without it.
-# Behind PgBouncer, set it on the database role instead if your PgBouncer refuses the "options" parameter.
 _statement_timeout_ms = env_int("DATABASE_STATEMENT_TIMEOUT_MS", 30_000, minimum=0)
-if _statement_timeout_ms and sys.argv[1:2] != ["migrate"]:
+if _statement_timeout_ms and sys.argv[1:2] != ["migrate"] and not DATABASE_PGBOUNCER:
     _database["OPTIONS"]["options"] = f"-c statement_timeout={_statement_timeout_ms}"
-# PgBouncer in transaction mode cannot keep server-side cursors open across transactions.
-_database["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
+if DATABASE_PGBOUNCER:
+    _database["OPTIONS"]["prepare_threshold"] = None
+_database["DISABLE_SERVER_SIDE_CURSORS"] = DATABASE_PGBOUNCER or env_bool("DATABASE_DISABLE_SERVER_SIDE_CURSORS", False)
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

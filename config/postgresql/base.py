@@ -8,6 +8,10 @@ the database TIME_ZONE unset, as in config.settings), the connection reads them 
 instead, which gives the same aware datetimes: Django sets the session's time zone to UTC on connecting,
 and psycopg then returns ``datetime.timezone.utc`` as their tzinfo. Any other time zone keeps Django's
 loader.
+
+The test database is dropped ``WITH (FORCE)``: behind PgBouncer (CI runs the suite through one) the pooler
+keeps server connections to it open after the tests close theirs, and a plain DROP fails ("is being
+accessed by other users"), leaving it behind with a warning.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from functools import cache
 from typing import Any
 
 import psycopg
+from django.db.backends.postgresql.creation import DatabaseCreation as PostgreSQLCreation
 from django_prometheus.db.backends.postgresql import base
 from psycopg import adapt
 from psycopg.pq import Format
@@ -45,7 +50,17 @@ def _utc_context(template: adapt.AdaptersMap) -> adapt.AdaptersMap:
     return context
 
 
+class DatabaseCreation(PostgreSQLCreation):
+    # Private to Django: the one method that drops the test database (nothing public would do: the drop
+    # happens inside destroy_test_db). tests/config/test_postgresql_backend.py fails if Django's changes shape.
+    def _destroy_test_db(self, test_database_name: str, verbosity: int) -> None:
+        with self._nodb_cursor() as cursor:
+            cursor.execute(f"DROP DATABASE {self.connection.ops.quote_name(test_database_name)} WITH (FORCE)")
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    creation_class = DatabaseCreation
+
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
         if self.timezone is datetime.UTC and self.timezone_name == "UTC" and "context" in params:

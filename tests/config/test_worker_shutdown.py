@@ -54,19 +54,23 @@ def stop(worker, timeout: float = 60) -> float:
 
 def test_replies_still_running_after_the_drain_end_as_interrupted_with_their_text_kept(long_model, tmp_path):
     user = UserFactory()
-    with worker_process(long_model, tmp_path, queues="inference", DJINN_INFERENCE_DRAIN_S="1") as worker:
-        replies = [queued_turn(user, params=LONG) for _ in range(3)]
+    with worker_process(long_model, tmp_path, queues="inference", DJINN_INFERENCE_DRAIN_S="0") as worker:
+        replies = [queued_turn(user, params=LONG) for _ in range(2)]
         for reply in replies:
             generate_reply.delay(str(reply.pk))
         wait_for(lambda: all(writing(reply) for reply in replies), timeout=60)
 
         took = stop(worker)
 
-    for reply in map(reload, replies):
-        assert reply.status == Message.Status.FAILED
+    replies = list(map(reload, replies))
+    # One may have reached its end on a slow machine before the signal was handled; none is left running.
+    assert {reply.status for reply in replies} <= {Message.Status.FAILED, Message.Status.COMPLETED}
+    interrupted = [reply for reply in replies if reply.status == Message.Status.FAILED]
+    assert interrupted
+    for reply in interrupted:
         assert reply.error == INTERRUPTED
         assert reply.content and reply.completion_tokens < LONG["max_tokens"]
-    assert took < 1 + 15, f"the worker took {took:.1f} s to stop after a 1 s drain"
+    assert took < 15, f"the worker took {took:.1f} s to stop with no drain"
 
 
 def test_within_the_drain_replies_finish_and_a_new_one_waits_for_the_next_worker(long_model, tmp_path):
