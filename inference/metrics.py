@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -18,7 +18,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.db.utils import Error as DatabaseError
-from prometheus_client import REGISTRY, Counter, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -44,9 +44,35 @@ GENERATION_DURATION = Histogram(
 )
 GENERATION_TOKENS = Counter(
     "djinn_generation_tokens_total",
-    "Tokens of finished replies, by kind (prompt, cached, completion).",
+    "Tokens of finished replies, by kind: prompt (all of it) = computed + cached (served from the prefix cache);"
+    " completion.",
     ["model", "kind"],
 )
+GENERATION_ERRORS = Counter(
+    "djinn_generation_errors_total",
+    "Replies and completions that failed, by the code their error event carries (engine_failed, interrupted,"
+    " stream_lost, orphaned...).",
+    ["model", "code"],
+)
+INTER_TOKEN = Histogram(
+    "djinn_generation_inter_token_seconds",
+    "A finished reply's mean time between tokens, first to last.",
+    ["model"],
+    buckets=(0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1, 2),
+)
+STEP_SECONDS = Histogram(
+    "djinn_engine_step_seconds",
+    "One engine step (forward pass and sampling), by kind: prefill (a prompt in the batch) or decode.",
+    ["model", "kind"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5, 5),
+)
+STEP_BATCH = Histogram(
+    "djinn_engine_batch_size",
+    "Sequences in one engine step, by kind.",
+    ["model", "kind"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+MODEL_LOAD_SECONDS = Gauge("djinn_model_load_seconds", "How long this process took to load the model.", ["model"])
 
 # Engine stats keys exported as gauges: name -> (metric, help).
 _ENGINE_GAUGES = {
@@ -54,6 +80,7 @@ _ENGINE_GAUGES = {
     "waiting": ("djinn_engine_waiting_sequences", "Sequences waiting for KV cache or a batch slot."),
     "kv_blocks_used": ("djinn_engine_kv_blocks_used", "Paged KV cache blocks in use."),
     "kv_blocks_total": ("djinn_engine_kv_blocks_total", "Paged KV cache blocks."),
+    "kv_blocks_free": ("djinn_engine_kv_blocks_free", "Paged KV cache blocks free (cached prefixes included)."),
     "prefix_hit_rate": ("djinn_engine_prefix_cache_hit_rate", "Share of prompt tokens served from the prefix cache."),
     "preemptions": ("djinn_engine_preemptions", "Sequences preempted (recomputed later) so far."),
 }
@@ -145,18 +172,49 @@ def generation_finished(
     *,
     ttft_ms: int | None = None,
     duration_ms: int | None = None,
+    inter_token_s: float | None = None,
     prompt_tokens: int = 0,
     cached_tokens: int = 0,
     completion_tokens: int = 0,
+    error_code: str | None = None,
 ) -> None:
     GENERATIONS_FINISHED.labels(model, status).inc()
+    if error_code is not None:
+        GENERATION_ERRORS.labels(model, error_code).inc()
     if ttft_ms is not None:
         GENERATION_TTFT.labels(model).observe(ttft_ms / 1000)
     if duration_ms is not None:
         GENERATION_DURATION.labels(model).observe(duration_ms / 1000)
-    for kind, count in (("prompt", prompt_tokens), ("cached", cached_tokens), ("completion", completion_tokens)):
-        if count:
+    if inter_token_s is not None:
+        INTER_TOKEN.labels(model).observe(inter_token_s)
+    tokens = {
+        "prompt": prompt_tokens,
+        "cached": cached_tokens,
+        "computed": prompt_tokens - cached_tokens,
+        "completion": completion_tokens,
+    }
+    for kind, count in tokens.items():
+        if count > 0:
             GENERATION_TOKENS.labels(model, kind).inc(count)
+
+
+def step_observer(model: str) -> Callable[[str, int, float], None]:
+    """An engine's ``on_step``: each step's batch size and time, by kind."""
+    children = {
+        kind: (STEP_BATCH.labels(model, kind).observe, STEP_SECONDS.labels(model, kind).observe)
+        for kind in ("prefill", "decode")
+    }
+
+    def observe(kind: str, batch_size: int, seconds: float) -> None:
+        batch, step = children[kind]
+        batch(batch_size)
+        step(seconds)
+
+    return observe
+
+
+def model_loaded(model: str, seconds: float) -> None:
+    MODEL_LOAD_SECONDS.labels(model).set(seconds)
 
 
 _collectors_registered = False

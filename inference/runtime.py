@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from gguf import GGUFReader
 
-from inference import streams
+from inference import metrics, streams
 from inference.engine import Engine, ModelLoadError, Tokenizer, load_tokenizer, resolve_model_path, tokenizer_from_gguf
 from inference.faults import retrying_db
 from inference.models import LLMModel
@@ -58,13 +58,11 @@ def get_engine(model: LLMModel | None = None) -> Engine:
                 started = time.monotonic()
                 with streams.model_loading(model.name):  # replies waiting on it say "loading the model"
                     engine = Engine(path, device=settings.DJINN_DEVICE)
+                engine.on_step = metrics.step_observer(model.name)
                 _engines[key] = engine
-                logger.info(
-                    "Loaded model %s in %.1f s",
-                    model.name,
-                    time.monotonic() - started,
-                    extra={"model": model.name},
-                )
+                took = time.monotonic() - started
+                metrics.model_loaded(model.name, took)
+                logger.info("Loaded model %s in %.1f s", model.name, took, extra={"model": model.name})
     return engine
 
 

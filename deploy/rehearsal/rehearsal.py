@@ -61,6 +61,22 @@ class Failed(Exception):
 
 # -- podman ------------------------------------------------------------------------------------------
 
+TOOLS = ("podman", "runc", "debootstrap")
+
+
+def missing_tools() -> list[str]:
+    """What the rehearsal needs and this host lacks, after installing it with apt-get where it can (root on
+    Debian or Ubuntu). A non-root user is told: debootstrap and podman's networks here need root."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, check=False, stdout=subprocess.DEVNULL)
+        missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        missing.insert(0, "root")
+    return missing
+
 
 def podman(*args: str, timeout: float = 900, check: bool = True) -> str:
     result = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
@@ -202,7 +218,12 @@ def build(figures: dict[str, Any]) -> None:
     podman("build", "--quiet", "--build-arg", f"BASE={BASE}", "--build-arg", f"DB_PASSWORD={DB_PASSWORD}",
            "-t", SERVICES, "-f", str(services / "Containerfile.services"), str(services))  # fmt: skip
     size = int(podman("image", "inspect", IMAGE, "--format", "{{.Size}}"))
-    figures["image"] = f"{IMAGE} {size / 2**30:.2f} GiB"
+    user, entrypoint = podman("image", "inspect", IMAGE, "--format", "{{.Config.User}} {{.Config.Entrypoint}}").split(
+        " ", 1
+    )
+    if user != "10001:10001" or entrypoint != "[djinn]":
+        raise Failed(f"the image runs {entrypoint} as {user!r}, not djinn as 10001")
+    figures["image"] = f"{IMAGE} {size / 2**30:.2f} GiB, user {user}"
 
 
 def write_config(folder: Path) -> None:
@@ -417,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chats", type=int, default=64, help="concurrent chats in step 4 (default 64)")
     parser.add_argument("--keep", action="store_true", help="leave the containers running, to look at them")
     args = parser.parse_args(argv)
-    if shutil.which("podman") is None:
-        print("podman is not installed (apt-get install podman runc debootstrap)", file=sys.stderr)
+    missing = missing_tools()
+    if missing:
+        print(f"rehearsal: needs root and {', '.join(missing)} (on Debian: apt-get install {' '.join(missing)})")
         return 2
     os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy" / "container" / "containers.conf"))
 
