@@ -10,6 +10,7 @@ two web containers behind HAProxy, two inference workers, one default worker and
    served replies (their own /metrics);
 3. stops one inference worker with SIGTERM mid-reply: its replies end (finished, or failed with a reason),
    none is left running or queued, and new chats go to the other worker;
+4. sends SIGTERM to every other role at once: each exits 0 within its grace period;
 
 printing one line per step with its figures, and removes every container, the network and the files it made
 (the images stay, as a build cache). Exit status 1 if a check failed. Every request goes to loopback.
@@ -433,6 +434,24 @@ def sigterm(figures: dict[str, Any], ports: dict[str, int], cookies: list[str]) 
     figures["new chats"] = f"{len(after_stop)} of {len(after_stop)} served by inference-2"
 
 
+def stop_the_rest(figures: dict[str, Any]) -> None:
+    """SIGTERM to every other role at once, as a rollout or a drain sends it: each exits 0 within its grace."""
+    names = ["web-1", "web-2", "inference-2", "worker", "beat"]
+
+    def stop(name: str) -> tuple[str, float, int]:
+        started = time.monotonic()
+        podman("stop", "--time", "30", f"{PREFIX}-{name}")
+        code = int(podman("inspect", f"{PREFIX}-{name}", "--format", "{{.State.ExitCode}}"))
+        return name, time.monotonic() - started, code
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        stopped = list(pool.map(stop, names))
+    failed = [f"{name} exited {code}" for name, _took, code in stopped if code != 0]
+    if failed:
+        raise Failed(", ".join(failed))
+    figures["exited 0"] = ", ".join(f"{name} in {took:.1f} s" for name, took, _code in stopped)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chats", type=int, default=64, help="concurrent chats in step 4 (default 64)")
@@ -459,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             cookies = load(figures, ports, args.chats)
         with report.step("SIGTERM an inference worker mid-reply") as figures:
             sigterm(figures, ports, cookies)
+        with report.step("SIGTERM every other role") as figures:
+            stop_the_rest(figures)
     except (Failed, OSError) as exc:  # urllib's errors are OSErrors
         if not isinstance(exc, Failed):
             print(f"{report.number:>2}. FAIL: {type(exc).__name__}: {exc}", flush=True)

@@ -267,3 +267,16 @@ def test_the_gpu_overlay_runs_the_engine_on_cuda(resources):
         return config["data"]["DJINN_DEVICE"]
 
     assert (device("cpu"), device("gpu")) == ("cpu", "cuda")
+
+
+@overlays
+def test_the_manifests_run_the_images_entry_point_as_its_own_user(resources, overlay):
+    containerfile = (ROOT / "Containerfile").read_text()
+    [user] = [line.split()[1] for line in containerfile.splitlines() if line.startswith("USER ")]
+    [entrypoint] = [line.split(None, 1)[1] for line in containerfile.splitlines() if line.startswith("ENTRYPOINT ")]
+
+    assert entrypoint == '["djinn"]'  # deploy/container/djinn: python -m config.role "$@"
+    for name, spec in pod_specs(resources[overlay]):
+        if name != "djinn-pgbouncer":
+            context = spec["securityContext"]
+            assert f"{context['runAsUser']}:{context['runAsGroup']}" == user, name

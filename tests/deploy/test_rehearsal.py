@@ -19,10 +19,13 @@ STEPS = (
     "sign up, chat and /v1 through each web",
     "16 concurrent chats through the balancer",
     "SIGTERM an inference worker mid-reply",
+    "SIGTERM every other role",
     "remove what the rehearsal started",
 )
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a machine without the images builds them first: about six minutes
 def test_the_rehearsal_deploys_every_role_and_each_step_passes():
     if os.geteuid() != 0:
         pytest.skip("the rehearsal needs root (debootstrap, podman networks)")
