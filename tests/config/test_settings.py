@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -88,3 +89,17 @@ def test_a_databases_entry_round_trips_through_database_url():
         "djinn",
     )
     assert (tcp_parsed["HOST"], tcp_parsed["PORT"], tcp_parsed["PASSWORD"]) == ("db.internal", 6432, "p@ss:word")
+
+
+@pytest.mark.parametrize("pgbouncer", ["0", "1"])
+def test_behind_pgbouncer_no_server_side_cursor_prepared_statement_or_startup_option_is_used(pgbouncer):
+    show = (
+        "import json; from django.conf import settings; d = settings.DATABASES['default']; "
+        "print(json.dumps([d['DISABLE_SERVER_SIDE_CURSORS'], d['OPTIONS'].get('prepare_threshold', 5), "
+        "d['OPTIONS'].get('options')]))"
+    )
+    result = run_django(["shell", "-c", show], DATABASE_PGBOUNCER=pgbouncer, DATABASE_STATEMENT_TIMEOUT_MS="30000")
+
+    assert result.returncode == 0, result.stderr
+    expected = [True, None, None] if pgbouncer == "1" else [False, 5, "-c statement_timeout=30000"]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == expected
