@@ -1,11 +1,14 @@
-"""/api/v1/keys: list, create and revoke the requesting user's API keys (session or API-key authentication)."""
+"""/api/v1/keys: list, create and revoke the requesting user's API keys.
+
+Listing and revoking take a session or an API key; creating takes a signed-in session only: a key that leaked
+must not be able to mint others that outlive its revocation (or get around two-factor sign-in)."""
 
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +22,10 @@ from accounts.api.serializers import (
 )
 from accounts.models import ApiKey
 
+KEYS_NEED_A_SESSION = (
+    "API keys are created in a signed-in session (Settings, API keys, or this endpoint from the browser), "
+    "not with an API key."
+)
 UNAUTHENTICATED = OpenApiResponse(ErrorOutputSerializer, description="No credentials, or not a working API key.")
 
 
@@ -40,9 +47,12 @@ class ApiKeyListCreateApi(APIView):
             201: ApiKeyCreatedOutputSerializer,
             400: OpenApiResponse(OpenApiTypes.OBJECT, description="Invalid input: field name to a list of errors."),
             401: UNAUTHENTICATED,
+            403: OpenApiResponse(ErrorOutputSerializer, description="Asked with an API key: sign in instead."),
         },
     )
     def post(self, request: Request) -> Response:
+        if isinstance(request.auth, ApiKey):
+            raise PermissionDenied(KEYS_NEED_A_SESSION)
         serializer = ApiKeyCreateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         api_key, key = services.api_key_create(user=request.user, **serializer.validated_data)

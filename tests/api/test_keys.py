@@ -1,14 +1,23 @@
-"""/api/v1/keys: list, create and revoke one's own keys, by API key or session."""
+"""/api/v1/keys: list and revoke one's own keys by API key or session; create them in a session only."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from rest_framework.test import APIClient
 
 from accounts import selectors, services
 from accounts.models import ApiKey
 from tests.api.conftest import client_with_key
+
+
+@pytest.fixture
+def session_client(api_user) -> APIClient:
+    """The signed-in browser (CSRF is checked in test_the_signed_in_web_session...)."""
+    client = APIClient()
+    client.force_login(api_user)
+    return client
 
 
 def test_the_list_shows_prefix_name_and_dates_never_the_secret(api_client, api_key, api_user):
@@ -23,8 +32,8 @@ def test_the_list_shows_prefix_name_and_dates_never_the_secret(api_client, api_k
     assert api_key[12:] not in response.content.decode()
 
 
-def test_creating_returns_the_whole_key_once_and_it_works(api_client, api_user):
-    response = api_client.post("/api/v1/keys", {"name": "deploy"}, format="json")
+def test_creating_returns_the_whole_key_once_and_it_works(session_client, api_user):
+    response = session_client.post("/api/v1/keys", {"name": "deploy"}, format="json")
 
     assert response.status_code == 201
     created = response.json()
@@ -32,30 +41,30 @@ def test_creating_returns_the_whole_key_once_and_it_works(api_client, api_user):
     assert created["name"] == "deploy"
     assert created["prefix"] == created["key"][:12]
     assert client_with_key(created["key"]).get("/api/v1/keys").status_code == 200
-    listing = api_client.get("/api/v1/keys").content.decode()
+    listing = session_client.get("/api/v1/keys").content.decode()
     assert created["prefix"] in listing
     assert created["key"] not in listing
 
 
-def test_a_key_needs_no_name(api_client):
-    response = api_client.post("/api/v1/keys", {}, format="json")
+def test_a_key_needs_no_name(session_client):
+    response = session_client.post("/api/v1/keys", {}, format="json")
 
     assert response.status_code == 201
     assert response.json()["name"] == ""
 
 
-def test_a_name_too_long_is_a_400_naming_the_field(api_client, api_user):
-    response = api_client.post("/api/v1/keys", {"name": "x" * 101}, format="json")
+def test_a_name_too_long_is_a_400_naming_the_field(session_client, api_user):
+    response = session_client.post("/api/v1/keys", {"name": "x" * 101}, format="json")
 
     assert response.status_code == 400
     assert "name" in response.json()
-    assert ApiKey.objects.filter(user=api_user).count() == 1
+    assert not ApiKey.objects.filter(user=api_user).exists()
 
 
-def test_the_length_limit_counts_the_name_as_sent_before_nul_characters_are_dropped(api_client, api_user):
+def test_the_length_limit_counts_the_name_as_sent_before_nul_characters_are_dropped(session_client, api_user):
     # The schema's maxLength is about the string sent; PostgreSQL cannot store NUL, so it goes after the check.
-    too_long = api_client.post("/api/v1/keys", {"name": "\x00" + "x" * 100}, format="json")
-    at_the_limit = api_client.post("/api/v1/keys", {"name": "\x00" + "x" * 99}, format="json")
+    too_long = session_client.post("/api/v1/keys", {"name": "\x00" + "x" * 100}, format="json")
+    at_the_limit = session_client.post("/api/v1/keys", {"name": "\x00" + "x" * 99}, format="json")
 
     assert too_long.status_code == 400
     assert "name" in too_long.json()
@@ -125,3 +134,13 @@ def test_the_signed_in_web_session_works_and_its_writes_need_the_csrf_token(api_
 
     assert client.get("/api/v1/keys").status_code == 200
     assert client.post("/api/v1/keys", {"name": "from the browser"}, format="json").status_code == 403
+
+
+def test_an_api_key_cannot_create_keys(api_client, api_user):
+    before = list(selectors.api_key_list(user=api_user))
+
+    response = api_client.post("/api/v1/keys", {"name": "a second way in"}, format="json")
+
+    assert response.status_code == 403
+    assert "signed-in session" in response.json()["detail"]
+    assert list(selectors.api_key_list(user=api_user)) == before
