@@ -11,8 +11,11 @@ expect the same messages every time, as OpenAI's do.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextvars import ContextVar
 
 from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
 from django.http import HttpRequest, HttpResponse
 from django.utils import translation
 from django.utils.deprecation import MiddlewareMixin
@@ -43,3 +46,27 @@ class UserLanguageMiddleware(MiddlewareMixin):
             translation.activate(language)
             request.LANGUAGE_CODE = language
         return None
+
+
+_current_session: ContextVar[SessionBase | None] = ContextVar("djinn_current_session", default=None)
+
+
+def current_session_key() -> str | None:
+    """The key of the session of the request being handled in this context (None outside a request, or for a
+    request without one): the session a password change was made from, which stays signed in."""
+    session = _current_session.get()
+    return session.session_key if session is not None else None
+
+
+class CurrentSessionMiddleware:
+    """Makes the request's session known to code that has no request (model signals: conversations.sessions)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        token = _current_session.set(getattr(request, "session", None))
+        try:
+            return self.get_response(request)
+        finally:
+            _current_session.reset(token)

@@ -74,6 +74,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's session, for signals that end a user's other sessions' sockets (conversations.sessions).
+    "accounts.middleware.CurrentSessionMiddleware",
     # A signed-in user's own choice of language (User.language) wins over the browser's.
     "accounts.middleware.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -60,6 +60,7 @@ from conversations import presenters, selectors, services, sharing
 from conversations.errors import ConversationError, InvalidInput, LimitReached, NotFound, Stale
 from conversations.following import FAILED, db, reply_settle
 from conversations.models import Conversation
+from conversations.sessions import session_signs_in
 from inference import streams
 from inference.follow import FollowInterrupted, follow
 from inference.redis import get_async_redis
@@ -150,6 +151,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if self.user is None or not self.user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
+        self.session_key = getattr(self.scope.get("session"), "session_key", None)
         self.group = user_group(self.user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
 
@@ -465,6 +467,15 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_send(self.group, {"type": "conversation.updated", "conversation": data})
 
     # Channel-layer events from the group (this user's tabs and the title task).
+
+    async def session_check(self, event: dict[str, Any]) -> None:
+        """The user logged out, changed the password, or was deactivated or deleted (conversations.sessions):
+        close if this connection's session no longer signs them in."""
+        if self.session_key is not None and self.session_key == event.get("keep"):
+            return
+        ended = self.session_key is not None and self.session_key == event.get("ended")
+        if ended or not await db(session_signs_in)(self.session_key, self.user.pk):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def conversation_updated(self, event: dict[str, Any]) -> None:
         if event.get("except") == self.channel_name:
