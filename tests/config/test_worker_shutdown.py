@@ -81,6 +81,8 @@ def test_within_the_drain_replies_finish_and_a_new_one_waits_for_the_next_worker
         wait_for(lambda: writing(running), timeout=60)
 
         worker.send_signal(signal.SIGTERM)
+        # Once the worker has taken the signal in (a reply sent before that is a reply it was given to write).
+        wait_for(lambda: "Shutting down:" in worker.log_file.read_text(), timeout=30)
         later = queued_turn(user, params={"temperature": 0, "max_tokens": 8})
         generate_reply.delay(str(later.pk))
         assert worker.wait(timeout=120) == 0, worker.log_file.read_text()[-3000:]
