@@ -24,6 +24,10 @@ def _start_worker_metrics(**kwargs: object) -> None:
     start_worker_metrics_server()
 
 
+# Whether this worker consumes the "inference" queue (set as it starts): only such a worker drains on SIGTERM.
+_role = {"inference": False}
+
+
 @signals.worker_init.connect
 def _load_the_model(sender: object, **kwargs: object) -> None:
     """An inference worker loads the default model before it takes any task, so the first reply after a start
@@ -35,9 +39,6 @@ def _load_the_model(sender: object, **kwargs: object) -> None:
     from inference.runtime import preload
 
     preload()
-
-
-_role = {"inference": False}
 
 
 @signals.worker_shutting_down.connect

@@ -50,8 +50,8 @@ GENERATION_TOKENS = Counter(
 )
 GENERATION_ERRORS = Counter(
     "djinn_generation_errors_total",
-    "Replies and completions that failed, by the code their error event carries (engine_failed, interrupted,"
-    " stream_lost, orphaned...).",
+    "Replies and completions that failed, by the code their error event carries (generation_failed,"
+    " stream_lost, gave_up, model_not_found, invalid_input...).",
     ["model", "code"],
 )
 INTER_TOKEN = Histogram(

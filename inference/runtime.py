@@ -162,7 +162,7 @@ def stop_after(drain_s: float) -> threading.Thread:
     end as interrupted (their text so far kept, the reason given), so none is left running when the
     orchestrator's grace period runs out. The Celery worker exits as soon as its last task returns."""
     _stopping.set()
-    running = sum(engine.stats().get("running", 0) + engine.stats().get("waiting", 0) for engine in _engines.values())
+    running = sum(stats.get("running", 0) + stats.get("waiting", 0) for stats in engine_stats().values())
     logger.info("Shutting down: %d replies in progress get %.0f s to finish", running, drain_s)
 
     def run() -> None:

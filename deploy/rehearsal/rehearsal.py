@@ -86,18 +86,31 @@ def podman(*args: str, timeout: float = 900, check: bool = True) -> str:
     return result.stdout.strip()
 
 
-def run_container(name: str, image: str, *args: str, env: dict[str, str] | None = None, **options: Any) -> None:
-    """``podman run -d`` on the rehearsal's network, named ``PREFIX-name`` (its host name on the network)."""
+def run_container(
+    name: str,
+    image: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    publish: tuple[int, ...] = (),
+    volumes: tuple[str, ...] = (),
+    user: str | None = None,
+) -> None:
+    """``podman run -d`` on the rehearsal's network, named ``PREFIX-name`` (its host name on the network), each
+    port of ``publish`` on a free loopback port (``host_port``)."""
     flags = ["--name", f"{PREFIX}-{name}", "--hostname", f"{PREFIX}-{name}", "--network", NETWORK]
-    for key, value in (env or {}).items():
-        flags += ["--env", f"{key}={value}"]
-    for port in options.get("publish", ()):
-        flags += ["--publish", f"127.0.0.1::{port}"]
-    for mount in options.get("volumes", ()):
-        flags += ["--volume", mount]
-    if options.get("user"):
-        flags += ["--user", options["user"]]
+    flags += [f"--env={key}={value}" for key, value in (env or {}).items()]
+    flags += [f"--publish=127.0.0.1::{port}" for port in publish]
+    flags += [f"--volume={mount}" for mount in volumes]
+    flags += [f"--user={user}"] if user else []
     podman("run", "--detach", *flags, image, *args)
+
+
+def stop_container(name: str) -> tuple[float, int]:
+    """SIGTERM, as Kubernetes sends it, with a 60 s grace before SIGKILL: (seconds to exit, exit code)."""
+    started = time.monotonic()
+    podman("stop", "--time", "60", f"{PREFIX}-{name}")
+    took = time.monotonic() - started
+    return took, int(podman("inspect", f"{PREFIX}-{name}", "--format", "{{.State.ExitCode}}"))
 
 
 def host_port(name: str, port: int) -> int:
@@ -264,7 +277,7 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = READY_
 
 def start(figures: dict[str, Any], config: Path) -> dict[str, int]:
     podman("network", "create", NETWORK)
-    mount = [f"{config}:/etc/djinn:ro"]
+    mount = (f"{config}:/etc/djinn:ro",)
     run_container("postgres", SERVICES, "/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/postgresql/15/main",
                   "-c", "config_file=/etc/postgresql/15/main/postgresql.conf", user="postgres")  # fmt: skip
     run_container("redis", SERVICES, "redis-server", "--bind", "0.0.0.0", "--protected-mode", "no", "--save", "")
@@ -294,13 +307,13 @@ def start(figures: dict[str, Any], config: Path) -> dict[str, int]:
         raise Failed(f"migrate: {migrate.stderr[-2000:]}")
 
     for n in (1, 2):
-        run_container(f"web-{n}", IMAGE, "web", env=common, publish=[8000])
+        run_container(f"web-{n}", IMAGE, "web", env=common, publish=(8000,))
         # A short drain, so that step 5 ends within the rehearsal (Kubernetes' pods get 270 s).
         run_container(f"inference-{n}", IMAGE, "inference-worker", env={**common, "DJINN_INFERENCE_DRAIN_S": "5"},
-                      publish=[9100])  # fmt: skip
+                      publish=(9100,))  # fmt: skip
     run_container("worker", IMAGE, "worker", env=common)
     run_container("beat", IMAGE, "beat", env=common)
-    run_container("lb", SERVICES, "haproxy", "-db", "-f", "/etc/djinn/haproxy.cfg", volumes=mount, publish=[8080])
+    run_container("lb", SERVICES, "haproxy", "-db", "-f", "/etc/djinn/haproxy.cfg", volumes=mount, publish=(8080,))
 
     ports = {name: host_port(name, 8000) for name in ("web-1", "web-2")}
     ports |= {name: host_port(name, 9100) for name in ("inference-1", "inference-2")}
@@ -394,19 +407,15 @@ def sigterm(figures: dict[str, Any], ports: dict[str, int], cookies: list[str]) 
     long = {"temperature": 0, "max_tokens": 400}
 
     async def scenario() -> tuple[list[Followed], float, int]:
-        tasks = [asyncio.ensure_future(chats(ports["lb"], cookies[:8], 2, long))]
-        # Both workers writing replies (each has started some since the load step).
+        in_flight = asyncio.ensure_future(chats(ports["lb"], cookies[:8], 2, long))
+        # Once inference-1 has started replies of these chats, and written a little of them.
         before = started_replies(ports["inference-1"])
         deadline = time.monotonic() + 120
         while started_replies(ports["inference-1"]) <= before and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         await asyncio.sleep(2)
-        stopping = time.monotonic()
-        stop = await asyncio.to_thread(podman, "stop", "--time", "60", f"{PREFIX}-inference-1")
-        stopped_after = time.monotonic() - stopping
-        code = int(podman("inspect", f"{PREFIX}-inference-1", "--format", "{{.State.ExitCode}}"))
-        del stop
-        return (await tasks[0]), stopped_after, code
+        stopped_after, code = await asyncio.to_thread(stop_container, "inference-1")
+        return (await in_flight), stopped_after, code
 
     results, stopped_after, code = asyncio.run(scenario())
     if code != 0:
@@ -439,10 +448,7 @@ def stop_the_rest(figures: dict[str, Any]) -> None:
     names = ["web-1", "web-2", "inference-2", "worker", "beat"]
 
     def stop(name: str) -> tuple[str, float, int]:
-        started = time.monotonic()
-        podman("stop", "--time", "30", f"{PREFIX}-{name}")
-        code = int(podman("inspect", f"{PREFIX}-{name}", "--format", "{{.State.ExitCode}}"))
-        return name, time.monotonic() - started, code
+        return name, *stop_container(name)
 
     with ThreadPoolExecutor(len(names)) as pool:
         stopped = list(pool.map(stop, names))
