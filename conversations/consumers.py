@@ -146,14 +146,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.allowance = float(FLOOD_BURST)
         self.allowance_at = asyncio.get_running_loop().time()
         self.refused = 0
-        # Accept before closing so the browser sees the 4401 code (a refused handshake only shows 1006).
-        await self.accept()
         if self.user is None or not self.user.is_authenticated:
+            # Accept before closing so the browser sees the 4401 code (a refused handshake only shows 1006).
+            await self.accept()
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.session_key = getattr(self.scope.get("session"), "session_key", None)
+        # In the group before the handshake completes: from the moment the tab is open it hears its user's
+        # events (a title, another tab's rename, the session ending).
         self.group = user_group(self.user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
 
     async def disconnect(self, code: int) -> None:
         for task in self.watches.values():

@@ -69,10 +69,14 @@ def session_cookie(user) -> str:
 
 
 @asynccontextmanager
-async def chat_socket(user=None, *, origin: str = "http://localhost") -> AsyncIterator[WebsocketCommunicator]:
+async def chat_socket(
+    user=None, *, origin: str = "http://localhost", cookie: str | None = None
+) -> AsyncIterator[WebsocketCommunicator]:
+    """A tab of ``user`` on a session of its own, or of the session whose ``cookie`` is given."""
     headers = [(b"origin", origin.encode()), (b"host", b"localhost")]
-    if user is not None:
+    if user is not None and cookie is None:
         cookie = await database_sync_to_async(session_cookie)(user)
+    if cookie is not None:
         headers.append((b"cookie", f"sessionid={cookie}".encode()))
     socket = WebsocketCommunicator(application, "/ws/chat/", headers=headers)
     connected, _ = await socket.connect(timeout=TIMEOUT)
